@@ -21,23 +21,18 @@ TRL counts one more token per trained reply. The figures go to bench/results/pre
 
 import argparse
 import datetime
-import importlib.metadata
-import importlib.util
 import json
 import os
-import platform
 import random
-import re
 import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "scripts" / "multi_turn_finetuning.py"
-RESULTS = ROOT / "bench" / "results"
+from common import RESULTS, ROOT, SCRIPT, cpu_name, load_script, slug, versions
+
 IGNORE = -100
+PACKAGES = ("datasets", "transformers", "trl", "tokenizers", "pyarrow", "torch")  # versions recorded with the figures
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -148,14 +143,6 @@ def fold_system(messages: list[dict]) -> list[dict]:
 # the two preparations
 
 
-def load_script(path: Path = SCRIPT):
-    spec = importlib.util.spec_from_file_location("multi_turn_finetuning", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def cpu_seconds() -> float:
     """CPU time of this process and of its finished children (the map workers): steady when other work
     shares the machine, unlike the wall clock."""
@@ -227,30 +214,6 @@ def tokenizer_hash_seconds(tokenizer) -> float:
 
 
 # ----------------------------------------------------------------------------------------------------
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "unknown"
-
-
-def versions() -> dict:
-    out = {"python": platform.python_version()}
-    for name in ("datasets", "transformers", "trl", "tokenizers", "pyarrow", "torch"):
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 def main():
@@ -351,7 +314,7 @@ def main():
         "ours": ours, "trl": trl, "speed_up": (trl["seconds"] / ours["seconds"]) if trl else None,
         "cpu_speed_up": (trl["cpu_s"] / ours["cpu_s"]) if trl else None,
         "load_average_after": list(os.getloadavg()),
-        "tokenizer_hash_s": hash_s, "check": check, "versions": versions(),
+        "tokenizer_hash_s": hash_s, "check": check, "versions": versions(PACKAGES),
     }
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")

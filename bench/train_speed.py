@@ -60,14 +60,11 @@ import argparse
 import contextlib
 import datetime
 import gc
-import importlib.metadata
 import importlib.util
 import json
 import math
 import os
-import platform
 import random
-import re
 import shutil
 import sys
 import tempfile
@@ -75,10 +72,11 @@ import time
 import traceback
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "scripts" / "multi_turn_finetuning.py"
-RESULTS = ROOT / "bench" / "results"
+from common import RESULTS, cpu_name, load_script, slug, versions
+
 IGNORE = -100
+PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "bitsandbytes", "triton", "flash-attn",
+            "liger-kernel", "datasets")  # versions recorded with the figures
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -218,38 +216,7 @@ def device_description(cuda: bool) -> str:
         import torch
 
         return torch.cuda.get_device_name(0)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return "cpu " + line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "cpu " + (platform.processor() or platform.machine())
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:48] or "unknown"
-
-
-def versions() -> dict:
-    import torch
-
-    out = {"python": platform.python_version(), "cuda": torch.version.cuda}
-    for name in ("torch", "transformers", "trl", "peft", "accelerate", "bitsandbytes", "triton", "flash-attn",
-                 "liger-kernel", "datasets"):
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("multi_turn_finetuning", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["multi_turn_finetuning"] = module
-    spec.loader.exec_module(module)
-    return module
+    return "cpu " + cpu_name()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -611,7 +578,7 @@ def main(argv=None):
         "lora": LORA, "learning_rate": LEARNING_RATE, "max_grad_norm": MAX_GRAD_NORM,
         "warmup_steps": warmup, "measured_steps": steps, "tokens_per_microbatch": budget,
         "qlora_tokens_per_microbatch": qlora_budget, "data": data, "paths": results, "summary": summary,
-        "targets": targets, "versions": versions(), "command": sys.argv,
+        "targets": targets, "versions": {**versions(PACKAGES), "cuda": torch.version.cuda}, "command": sys.argv,
     }
     out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {out}")

@@ -42,7 +42,7 @@ MODEL_NAME = "google/gemma-2-9b-it"  # hub id or local folder
 ATTN_IMPLEMENTATION = "auto"  # "auto" picks the fastest exact kernel; or "flash_attention_2", "flex_attention", "sdpa", "eager"
 LOAD_IN_4BIT = False  # QLoRA: NF4 weights with double quantisation, bf16 compute (CUDA + bitsandbytes only)
 GRADIENT_CHECKPOINTING = True  # recompute activations in the backward pass: much less memory, ~30% slower
-PADDING_FREE = "auto"  # "auto": concatenate a batch without padding where the kernel keeps examples apart; True/False
+PADDING_FREE = "auto"  # concatenate a batch's examples without padding; "auto": with flash-attn only; True/False
 # lora
 LORA_R = 16  # rank of the update matrices
 LORA_ALPHA = 32  # scale: the update is multiplied by LORA_ALPHA / LORA_R
@@ -681,10 +681,50 @@ def choose_attention(model_config, requested: str, cuda: bool) -> tuple[str, str
     if cuda and _flash_attn_ok():
         return "flash_attention_2", "flash-attn >= 2.6.3 is installed (exact softcapping, varlen packing)"
     if softcap:
-        if cuda:
-            return "flex_attention", "flash-attn not installed; flex attention applies softcapping exactly"
-        return "eager", "CPU: flex attention has no backward here and SDPA drops softcapping"
+        if not cuda:
+            return "eager", "CPU: flex attention has no backward here and SDPA drops softcapping"
+        head_dim = getattr(model_config, "head_dim", None) or model_config.hidden_size // model_config.num_attention_heads
+        shared = _shared_memory_per_block()
+        if head_dim > 128 and shared is not None and shared < FLEX_BACKWARD_SHARED_MEMORY:
+            return "eager", (f"flash-attn not installed, and flex attention's backward for head_dim {head_dim} does not "
+                             f"fit this GPU's {shared // 1024} KiB of shared memory per block; eager is exact but "
+                             "slower: pip install flash-attn>=2.6.3")
+        return "flex_attention", "flash-attn not installed; flex attention applies softcapping exactly"
     return "sdpa", "PyTorch scaled-dot-product attention"
+
+
+# PyTorch's flex attention kernels for head_dim > 128 (Gemma-2 has 256) stage blocks of Q, K, V and their
+# gradients in shared memory: the backward needs over 110 KiB per block. Data-centre cards have room (A100:
+# 163 KiB, H100 and B200: 227 KiB); consumer and workstation cards (RTX 3090/4090/5090, A10G, L4, L40S: 99 KiB)
+# do not, and the backward then fails to compile at the first step. Those cards get eager attention instead.
+FLEX_BACKWARD_SHARED_MEMORY = 160 * 1024
+
+
+def _shared_memory_per_block() -> int | None:
+    """Shared memory one CUDA block may use on GPU 0 (opt-in maximum), in bytes; None if unknown."""
+    import torch
+
+    try:
+        props = torch.cuda.get_device_properties(0)
+        return int(getattr(props, "shared_memory_per_block_optin", 0)) or None
+    except Exception:
+        return None
+
+
+def batching_plan(padding_free: bool, attn: str) -> str:
+    """How batches are built, for the log. Padding-free batches (examples concatenated in one row, no padding)
+    are exact with every kernel in training: no cache is built there (SFTTrainer passes use_cache=False), so
+    transformers reads the example boundaries from the restarting position_ids (tests/test_training_math.py).
+    "auto" uses them only with flash-attn, whose varlen kernel computes each example alone; eager and SDPA would
+    compute the whole concatenated row, every pair across examples included, and flex attention is unmeasured."""
+    if not padding_free:
+        return "padded batches of similar length (padding-free is automatic with flash-attn only)"
+    if attn == "flash_attention_2":
+        return "padding-free (examples concatenated, kept apart by flash-attn's varlen kernel)"
+    cost = ("flex attention skips the blocks that lie across examples" if attn == "flex_attention"
+            else f"{attn} attention still computes every pair across examples, then masks it")
+    return (f"padding-free with {attn} attention, as set by PADDING_FREE (examples kept apart by a mask built from "
+            f"their position_ids; {cost})")
 
 
 def _flash_attn_ok() -> bool:
@@ -958,11 +998,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     padding_free = cfg["PADDING_FREE"]
     if padding_free == "auto":
         padding_free = attn == "flash_attention_2"
-    if padding_free and attn != "flash_attention_2":
-        raise UserError(f"padding_free=True with attention {attn!r} would let examples attend to each other; "
-                        "it needs flash_attention_2 (install flash-attn) or --padding_free=False")
-    log("batching: " + ("padding-free (examples concatenated, kept apart by varlen attention)" if padding_free
-                        else "padded batches of similar length (padding-free needs flash-attn)"))
+    log("batching: " + batching_plan(padding_free, attn))
     # Training arguments come before the model: under DeepSpeed ZeRO-3 they switch on sharded loading.
     args = SFTConfig(
         output_dir=str(run_dir), run_name=run_dir.name, seed=cfg["SEED"], data_seed=cfg["SEED"],

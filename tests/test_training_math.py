@@ -7,12 +7,15 @@ Each test compares what the training path computes with a reference computed ano
   i.e. when no cache is built (use_cache=False, which SFTTrainer passes), or given an explicit
   block-diagonal mask; with the model's default use_cache=True the second example attends to the first;
 * padded batches: the fallback the script uses without flash-attn, against each example alone;
+* flex attention (forward only: it has no backward on the CPU) against eager on the tiny Gemma-2, alone,
+  padded and packed;
 * the fused LM-head loss that SFTTrainer computes, against plain full-logits cross-entropy (and its
   gradients), with Gemma-2's final-logit softcapping;
 * gradient accumulation: one batch of 4 against 4 accumulated micro-batches of 1, through the real
   script with examples of different numbers of trained tokens;
-* the real script end to end on a tiny random Gemma-2 (eager attention, softcapping), and its
-  refusals (SDPA with Gemma-2, 4-bit without CUDA).
+* the real script end to end on a tiny random Gemma-2 (eager attention, softcapping), on padded and on
+  padding-free batches (the same losses and gradient norms), and its refusals (SDPA with Gemma-2, 4-bit
+  without CUDA); the attention choice, flex attention's shared-memory limit included.
 
 Models: the real Gemma 3 270M (fixture `small_model`) and a tiny random Gemma2ForCausalLM with the
 same tokenizer, built here. Everything is float32.
@@ -344,6 +347,47 @@ def test_padded_batch_is_exact(request, tokenizer, pair, alone, name, impl):
         assert not nll[row, n - 1:].any()  # padding is never trained
 
 
+def test_flex_attention_is_exact_for_gemma2(tokenizer, pair, alone, gemma2):
+    """Flex attention, the script's choice for Gemma-2 on a GPU without flash-attn, computes what eager attention
+    computes: attention softcapping (which acts on this sharp tiny model) and the sliding window (8 tokens, the
+    examples are longer). Checked forward only, since flex attention has no backward on the CPU, on each example
+    alone, on a right-padded batch and on a padding-free row (use_cache=False, as SFTTrainer passes)."""
+    eager_refs = alone(gemma2, "eager")
+    flex_refs = alone(gemma2, "flex_attention")
+    for flex, eager in zip(flex_refs, eager_refs):
+        torch.testing.assert_close(flex, eager, rtol=1e-4, atol=1e-4)
+    lengths = [len(ids) for ids, _ in pair]
+    padded = collate(tokenizer, pair, padding_free=False)
+    packed = collate(tokenizer, pair, padding_free=True)
+    set_attention(gemma2, "flex_attention")
+    try:
+        with torch.no_grad():
+            nll, _ = trained_nll(gemma2, padded["labels"], input_ids=padded["input_ids"],
+                                 attention_mask=padded["attention_mask"], use_cache=False)
+            for row, (ref, n) in enumerate(zip(eager_refs, lengths)):
+                torch.testing.assert_close(nll[row, : n - 1], ref, rtol=1e-4, atol=1e-4)
+            nll, _ = trained_nll(gemma2, packed["labels"], input_ids=packed["input_ids"],
+                                 position_ids=packed["position_ids"], use_cache=False)
+            assert_rows_match(nll[0], lengths, eager_refs)
+    finally:
+        set_attention(gemma2, "eager")
+    # the comparison can fail: the same model without its attention softcapping gives other losses
+    attentions = [layer.self_attn for layer in gemma2.model.layers]
+    cap = attentions[0].attn_logit_softcapping
+    assert cap
+    for attention in attentions:
+        attention.attn_logit_softcapping = None
+    try:
+        with torch.no_grad():
+            ids, labels = pair[0]
+            uncapped, mask = trained_nll(gemma2, torch.tensor([labels]), input_ids=torch.tensor([ids]),
+                                         use_cache=False)
+        assert (uncapped[0] - eager_refs[0]).abs()[mask[0, : len(ids) - 1]].max() > 1e-2
+    finally:
+        for attention in attentions:
+            attention.attn_logit_softcapping = cap
+
+
 # ----------------------------------------------------------------------------------------------------
 # (c) the fused LM-head loss
 
@@ -483,16 +527,20 @@ def test_gradient_accumulation_matches_one_big_batch(ft, tokenizer, gemma2_folde
 
 @pytest.fixture(scope="module")
 def script_runs(gemma2_folder, small_model, tmp_path_factory):
-    """Three runs of the script, started together (each spends most of its time importing)."""
+    """Four runs of the script, started together (each spends most of its time importing). "train" and "packed"
+    take every example in each of their 2 steps (batch 4 of 4 examples) without LoRA dropout: the same
+    computation, once on padded and once on padding-free batches."""
     from concurrent.futures import ThreadPoolExecutor
 
     tmp = tmp_path_factory.mktemp("script-runs")
     data = tmp / "data.json"
     data.write_text(json.dumps(CONVS_GA))  # 4 examples: 2 steps of batch 2
     common = [f"--data_path={data}", f"--output_dir={tmp / 'out'}", "--preview_examples=0", "--max_seq_length=256"]
+    same_steps = ["--max_steps=2", "--batch_size=4", "--gradient_accumulation_steps=1", "--lora_dropout=0.0",
+                  "--warmup_ratio=0.0", "--logging_steps=1", "--save_steps=0"]
     runs = {
-        "train": [f"--model_name={gemma2_folder}", "--run_name=train", "--max_steps=2", "--batch_size=2",
-                  "--gradient_accumulation_steps=1", "--logging_steps=1", "--save_steps=0"],
+        "train": [f"--model_name={gemma2_folder}", "--run_name=train", *same_steps],
+        "packed": [f"--model_name={gemma2_folder}", "--run_name=packed", "--padding_free=True", *same_steps],
         "sdpa": [f"--model_name={gemma2_folder}", "--run_name=sdpa", "--attn_implementation=sdpa"],
         "4bit": [f"--model_name={small_model}", "--run_name=4bit", "--load_in_4bit=True"],
     }
@@ -516,6 +564,27 @@ def test_tiny_gemma2_trains_through_the_script(script_runs):
     assert (run / "adapter_model.safetensors").stat().st_size > 0 and (run / "DONE").exists()
     adapter = json.loads((run / "adapter_config.json").read_text())
     assert adapter["r"] == 16 and adapter["lora_alpha"] == 32
+
+
+def test_padding_free_run_matches_padded_run(script_runs):
+    """PADDING_FREE=True with eager attention: the script concatenates each batch into one row and trains exactly
+    what the padded run trains: the same losses and gradient norms, step by step."""
+    out_dir, results = script_runs
+    result = results["packed"]
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "batching: padding-free with eager attention" in result.stdout
+
+    def steps(run):
+        return [json.loads(line) for line in (out_dir / run / "metrics.jsonl").read_text().splitlines()
+                if "loss" in json.loads(line)]
+
+    padded, packed = steps("train"), steps("packed")
+    assert len(padded) == len(packed) == 2
+    for a, b in zip(padded, packed):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4), (padded, packed)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-3), (padded, packed)
+        assert a["num_tokens"] == b["num_tokens"]  # the same real tokens (padding is not counted)
+    assert padded[1]["loss"] != padded[0]["loss"]  # the second step saw the first one's update
 
 
 def test_sdpa_is_refused_for_gemma2(script_runs):
@@ -553,3 +622,23 @@ def test_choose_attention_never_picks_sdpa_with_softcapping(ft, tokenizer, monke
     no_softcap.attn_logit_softcapping = None
     monkeypatch.setattr(ft, "_flash_attn_ok", lambda: False)
     assert ft.choose_attention(no_softcap, "auto", False)[0] == "sdpa"
+
+
+def test_flex_attention_is_not_chosen_where_its_backward_cannot_compile(ft, tokenizer, monkeypatch):
+    """Gemma-2's head_dim of 256: flex attention's backward needs more shared memory per block than consumer cards
+    have (99 KiB on RTX 3090/4090, A10G, L4); there the script picks eager (exact) and says why."""
+    gemma2_9b_heads = tiny_gemma2_config(tokenizer)
+    gemma2_9b_heads.head_dim = 256
+    monkeypatch.setattr(ft, "_flash_attn_ok", lambda: False)
+    for kib, expected in ((99, "eager"), (163, "flex_attention"), (227, "flex_attention"), (None, "flex_attention")):
+        monkeypatch.setattr(ft, "_shared_memory_per_block", lambda kib=kib: kib and kib * 1024)
+        attn, why = ft.choose_attention(gemma2_9b_heads, "auto", True)
+        assert attn == expected, (kib, attn, why)
+        if attn == "eager":
+            assert "99 KiB" in why and "flash-attn" in why
+    # small heads fit everywhere; flash-attn, when installed, comes first; an explicit choice is kept
+    monkeypatch.setattr(ft, "_shared_memory_per_block", lambda: 99 * 1024)
+    assert ft.choose_attention(tiny_gemma2_config(tokenizer), "auto", True)[0] == "flex_attention"
+    assert ft.choose_attention(gemma2_9b_heads, "flex_attention", True)[0] == "flex_attention"
+    monkeypatch.setattr(ft, "_flash_attn_ok", lambda: True)
+    assert ft.choose_attention(gemma2_9b_heads, "auto", True)[0] == "flash_attention_2"

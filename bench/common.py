@@ -1,0 +1,47 @@
+"""What both benchmarks need: the script imported as a module, the machine's name, library versions."""
+
+import importlib.metadata
+import importlib.util
+import platform
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "multi_turn_finetuning.py"
+RESULTS = ROOT / "bench" / "results"
+
+
+def load_script(path: Path = SCRIPT):
+    """The fine-tuning script as a module: the benchmarks call its own functions, not copies of them."""
+    spec = importlib.util.spec_from_file_location("multi_turn_finetuning", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a device name: "NVIDIA H100 80GB HBM3" -> "nvidia-h100-80gb-hbm3"."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:48] or "unknown"
+
+
+def versions(packages: tuple[str, ...]) -> dict:
+    """Python's version and each package's installed version (None where it is not installed)."""
+    out = {"python": platform.python_version()}
+    for name in packages:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out

@@ -1,0 +1,62 @@
+"""The benchmarks run on the CPU as smoke tests: they finish, write their results file, and what they compare is
+the same computation on each side. No speed figure is asserted (that is what the GPU runs are for)."""
+
+import json
+import math
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def run_bench(name, *args, timeout=600):
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / name), *args], cwd=ROOT, capture_output=True,
+                            text=True, timeout=timeout)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    return result
+
+
+def test_train_speed_tiny(tmp_path):
+    """bench/train_speed.py --tiny: a tiny Gemma-2 on the CPU through the original path and the script's default."""
+    out = tmp_path / "train.json"
+    result = run_bench("train_speed.py", "--tiny", "--out", str(out))
+    assert f"wrote {out}" in result.stdout
+    report = json.loads(out.read_text())
+    assert report["tiny"] and report["model"]["config"]["attn_logit_softcapping"] == 50.0
+    paths = report["paths"]
+    original, default = paths["original"], paths["default"]
+    assert (original["attn"], original["loss"], original["batching"]) == ("eager", "full_logits", "random")
+    # the default path is the script's own choice: on the CPU, eager for a softcapped model, grouped padded batches
+    assert (default["attn"], default["loss"], default["batching"]) == ("eager", "fused", "grouped")
+    assert "CPU" in default["why"]
+    assert "CUDA" in paths["qlora"]["skipped"] and "CPU" in paths["candidate_flex_padding_free"]["skipped"]
+    for path in (original, default):
+        assert path["measured_steps"] == report["measured_steps"] == len(path["steps"]) == 2
+        assert path["tokens_per_s"] > 0 and path["trained_tokens_per_s"] > 0
+        assert 0 < path["padding_efficiency"] <= 1 and path["lora_params"] > 0
+        assert all(math.isfinite(step["loss"]) and step["attention_flops"] > 0 for step in path["steps"])
+    for a, b in zip(original["steps"], default["steps"]):
+        # equal work per optimizer step: the same examples, the same real and trained tokens
+        assert (a["examples"], a["tokens"], a["trained_tokens"]) == (b["examples"], b["tokens"], b["trained_tokens"])
+        assert a["tokens"] >= report["data"]["tokens_per_step"]
+        # full-logits loss on random batches and fused loss on grouped batches: the same loss (dropout aside)
+        assert abs(a["loss"] - b["loss"]) < 1e-2 * abs(a["loss"]), (a["loss"], b["loss"])
+        assert b["padded_tokens"] <= a["padded_tokens"]  # grouping by length pads less
+    assert report["summary"]["default_vs_original_tokens_per_s"] > 0
+    assert report["targets"] is None  # no targets are judged on a CPU smoke run
+    for package in ("torch", "transformers", "trl", "peft"):
+        assert report["versions"][package]
+
+
+def test_prepare_speed_smoke(small_model, tmp_path):
+    """bench/prepare_speed.py on 300 conversations: both preparations see the same tokens; the trained tokens differ
+    by exactly the one newline per reply that TRL's Gemma training template also trains."""
+    out = tmp_path / "prepare.json"
+    run_bench("prepare_speed.py", "--n", "300", "--model", str(small_model), "--out", str(out))
+    report = json.loads(out.read_text())
+    assert report["ours"]["examples"] == report["trl"]["examples"] == 300
+    assert report["ours"]["seconds"] > 0 and report["trl"]["seconds"] > 0
+    check = report["check"]
+    assert check["same_tokens"] and report["trl"]["sample_same_input_ids"] == report["trl"]["sample_size"] == 300
+    assert check["difference_is_one_newline_per_reply"]
+    assert check["trained_token_difference"] == check["assistant_replies"] > 0
