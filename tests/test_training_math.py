@@ -259,13 +259,52 @@ def test_packing_by_position_ids(request, tokenizer, pair, alone, name, impl):
     assert_rows_match(nll_kept[0], [len(ids) for ids, _ in pair], [ref_a, ref_b])
 
 
-BLOCK_CASES = [("gemma3", "sdpa"), ("gemma2", "eager")]  # gradients: eager only (CPU), on the tiny model
+def assert_packed_matches_alone(model, pair, refs, labels, **inputs):
+    """The examples of `pair` concatenated in one row (inputs) against each run alone: the same per-token losses,
+    the same per-example losses, and the same gradients of their sum. Returns the per-example losses alone."""
+    lengths = [len(ids) for ids, _ in pair]
+    n_a = lengths[0]
+    model.zero_grad(set_to_none=True)
+    try:
+        ref_losses = []
+        for ids, example_labels in pair:
+            nll, mask = trained_nll(model, torch.tensor([example_labels]), input_ids=torch.tensor([ids]),
+                                    use_cache=False)
+            loss = nll.sum() / mask.sum()
+            loss.backward()
+            ref_losses.append(loss.detach())
+        ref_grads = grads_of(model)
+        model.zero_grad(set_to_none=True)
+        nll, mask = trained_nll(model, labels, **inputs)
+        assert_rows_match(nll[0].detach(), lengths, refs)
+        losses = [nll[0, : n_a - 1].sum() / mask[0, : n_a - 1].sum(), nll[0, n_a:].sum() / mask[0, n_a:].sum()]
+        sum(losses).backward()
+        for got, want in zip(losses, ref_losses):
+            torch.testing.assert_close(got.detach(), want, rtol=1e-5, atol=1e-5)
+        assert_grads_close(grads_of(model), ref_grads, rtol=1e-4, atol_scale=1e-4)
+    finally:
+        model.zero_grad(set_to_none=True)
+    return ref_losses
+
+
+@pytest.mark.parametrize("name,impl", CASES)
+def test_packed_gradients_equal_alone(request, tokenizer, pair, alone, name, impl):
+    """What SFTTrainer trains on a padding-free batch (use_cache=False, no attention mask): per-example losses and
+    gradients equal to each example run alone (trainable: Gemma 3's last layer and norm; all of the tiny Gemma-2)."""
+    model = request.getfixturevalue(name)
+    refs = alone(model, impl)
+    batch = collate(tokenizer, pair, padding_free=True)
+    assert_packed_matches_alone(model, pair, refs, batch["labels"], input_ids=batch["input_ids"],
+                                position_ids=batch["position_ids"], use_cache=False)
+
+
+BLOCK_CASES = [("gemma3", "sdpa"), ("gemma2", "eager")]
 
 
 @pytest.mark.parametrize("name,impl", BLOCK_CASES)
 def test_block_diagonal_mask_is_exact(request, tokenizer, pair, alone, name, impl):
     """An explicit block-diagonal 4D mask (banded on sliding-window layers) keeps packed examples apart: the same
-    per-token loss as each example alone, and under eager (where CPU has a backward) the same gradients."""
+    per-token and per-example losses as each example alone, and the same gradients."""
     model = request.getfixturevalue(name)
     refs = alone(model, impl)
     batch = collate(tokenizer, pair, padding_free=True)
@@ -274,37 +313,12 @@ def test_block_diagonal_mask_is_exact(request, tokenizer, pair, alone, name, imp
     masks = document_masks(lengths, model.config.sliding_window, torch.float32)
     # use_cache=True on purpose: the explicit mask alone keeps the examples apart, whatever the mask builder sees
     inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": True}
-    if impl != "eager":
-        with torch.no_grad():
-            nll, _ = trained_nll(model, batch["labels"], **inputs, attention_mask=masks)
-        assert_rows_match(nll[0], lengths, refs)
-        return
-
-    # eager: per-example losses and gradients; the reference runs each example alone and sums the gradients
-    model.zero_grad(set_to_none=True)
-    ref_losses = []
-    for ids, labels in pair:
-        nll, mask = trained_nll(model, torch.tensor([labels]), input_ids=torch.tensor([ids]), use_cache=False)
-        loss = nll.sum() / mask.sum()
-        loss.backward()
-        ref_losses.append(loss.detach())
-    ref_grads = grads_of(model)
-    model.zero_grad(set_to_none=True)
-    nll, mask = trained_nll(model, batch["labels"], **inputs, attention_mask=masks)
-    assert_rows_match(nll[0].detach(), lengths, refs)
-    losses = [nll[0, : n_a - 1].sum() / mask[0, : n_a - 1].sum(), nll[0, n_a:].sum() / mask[0, n_a:].sum()]
-    sum(losses).backward()
-    try:
-        for got, want in zip(losses, ref_losses):
-            torch.testing.assert_close(got.detach(), want, rtol=1e-5, atol=1e-5)
-        assert_grads_close(grads_of(model), ref_grads, rtol=1e-4, atol_scale=1e-4)
-    finally:
-        model.zero_grad(set_to_none=True)
+    ref_losses = assert_packed_matches_alone(model, pair, refs, batch["labels"], **inputs, attention_mask=masks)
     if name == "gemma2":
         # The check can fail on this model: with a plain causal mask instead, the second example's loss differs.
         causal = document_masks([sum(lengths)], model.config.sliding_window, torch.float32)
         with torch.no_grad():
-            leaky, _ = trained_nll(model, batch["labels"], **inputs, attention_mask=causal)
+            leaky, mask = trained_nll(model, batch["labels"], **inputs, attention_mask=causal)
         assert abs(leaky[0, n_a:].sum() / mask[0, n_a:].sum() - ref_losses[1]) > 0.1
 
 
