@@ -711,6 +711,18 @@ def _shared_memory_per_block() -> int | None:
         return None
 
 
+def quantization_problem(cuda: bool) -> str | None:
+    """Why LOAD_IN_4BIT cannot run on this machine, or None. Asked before any weights are read."""
+    if not cuda:
+        return "load_in_4bit=True needs a CUDA GPU (bitsandbytes 4-bit kernels); set --load_in_4bit=False"
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return ("load_in_4bit=True needs bitsandbytes: pip install -r requirements-gpu.txt, "
+                "or set --load_in_4bit=False")
+    return None
+
+
 def batching_plan(padding_free: bool, attn: str) -> str:
     """How batches are built, for the log. Padding-free batches (examples concatenated in one row, no padding)
     are exact with every kernel in training: no cache is built there (SFTTrainer passes use_cache=False), so
@@ -990,8 +1002,8 @@ def main(argv: list[str] | None = None) -> Path | None:
         log("WARNING: no CUDA GPU found: training on the CPU in float32, which is only practical for small models")
     elif not torch.cuda.is_bf16_supported():
         raise UserError("this GPU has no bfloat16 support (pre-Ampere); use an A100/H100/L4/RTX 30xx or newer")
-    if cfg["LOAD_IN_4BIT"] and not cuda:
-        raise UserError("load_in_4bit=True needs a CUDA GPU (bitsandbytes 4-bit kernels); set --load_in_4bit=False")
+    if cfg["LOAD_IN_4BIT"] and (problem := quantization_problem(cuda)):
+        raise UserError(problem)
     model_config = AutoConfig.from_pretrained(cfg["MODEL_NAME"])
     attn, why = choose_attention(model_config, cfg["ATTN_IMPLEMENTATION"], cuda)
     log(f"attention: {attn} ({why})")

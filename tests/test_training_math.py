@@ -619,6 +619,16 @@ def test_load_in_4bit_is_refused_without_cuda(script_runs):
     assert "attention:" not in result.stdout and "Loading weights" not in result.stdout + result.stderr
 
 
+def test_quantization_problems_are_named(ft):
+    assert "CUDA GPU" in ft.quantization_problem(cuda=False)
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:  # as on this CPU machine: requirements-gpu.txt brings it
+        assert "requirements-gpu.txt" in ft.quantization_problem(cuda=True)
+    else:
+        assert ft.quantization_problem(cuda=True) is None
+
+
 def test_choose_attention_never_picks_sdpa_with_softcapping(ft, tokenizer, monkeypatch):
     gemma2_config = tiny_gemma2_config(tokenizer)
     for flash in (False, True):
