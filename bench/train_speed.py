@@ -14,15 +14,17 @@ of each example's tokens are assistant replies and trained, the rest labelled -1
   original   the original design: padded batches in random order, eager attention, the model's own
              full-logits cross-entropy, activation checkpointing;
   default    what scripts/multi_turn_finetuning.py does by default: attention from its choose_attention()
-             (flash_attention_2 when flash-attn is installed, else flex_attention for Gemma-2 on a GPU),
-             padding-free batches with flash-attn, else padded batches grouped by length; TRL's fused
+             (flash_attention_2 when flash-attn is installed, else flex_attention for Gemma-2 on a GPU
+             whose shared memory holds flex attention's backward kernels, else eager), padding-free
+             batches with flash-attn, else padded batches grouped by length; TRL's fused
              LM-head loss; non-reentrant activation checkpointing;
   qlora      the same with LOAD_IN_4BIT=True: NF4 weights, double quantisation, bf16 compute;
   candidate_flex_padding_free
-             not the script's choice today: flex attention on padding-free batches. transformers keeps
-             the concatenated examples apart through their position_ids whenever no cache is built,
-             which SFTTrainer ensures (use_cache=False), so this is exact too (see
-             tests/test_training_math.py); it is measured to decide whether the script should use it.
+             not the script's default (--padding_free=True gives it): flex attention on padding-free
+             batches. transformers keeps the concatenated examples apart through their position_ids
+             whenever no cache is built, which SFTTrainer ensures (use_cache=False), so this is exact
+             too (see tests/test_training_math.py); it is measured to decide whether "auto" should
+             choose it.
 
 All use LoRA r=16, alpha 32, dropout 0.05 on all linear layers, AdamW (fused on CUDA), gradient
 clipping at 1.0, bf16 autocast on bf16 weights, exactly as the script's SFTTrainer run: the model
