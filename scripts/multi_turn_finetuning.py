@@ -583,6 +583,23 @@ def prepare_batch(batch: dict, tokenizer, fmt: ChatFormat, cfg: dict) -> dict:
     return out
 
 
+_FORK_SHARED: dict = {}  # what forked map workers read from memory instead of receiving it pickled
+
+
+def _prepare_batch_shared(batch: dict, key: str) -> dict:
+    return prepare_batch(batch, **_FORK_SHARED[key])
+
+
+def _workers_fork() -> bool:
+    """Whether datasets' map workers start by fork (Linux up to Python 3.13), inheriting this process's memory."""
+    try:
+        import multiprocess
+
+        return multiprocess.get_start_method() == "fork"
+    except Exception:
+        return False
+
+
 def prepare_dataset(conversations: list[list[dict]], tokenizer, fmt: ChatFormat, cfg: dict, name: str):
     """Tokenize and mask all conversations with datasets.map; return (dataset, stats)."""
     import pyarrow.compute as pc
@@ -594,13 +611,23 @@ def prepare_dataset(conversations: list[list[dict]], tokenizer, fmt: ChatFormat,
     num_proc = num_proc if len(conversations) >= 2000 and num_proc > 1 else None  # processes cost ~1 s to start
     if len(conversations) < 2000:
         disable_progress_bars()
-    dataset = dataset.map(
-        prepare_batch, batched=True, batch_size=256, num_proc=num_proc, remove_columns=dataset.column_names,
-        fn_kwargs={"tokenizer": tokenizer, "fmt": fmt, "cfg": cfg}, desc=f"Tokenizing {name} conversations",
-        # An in-memory dataset is never reused from a cache, so a fresh fingerprint is right, and it spares
-        # datasets hashing the whole tokenizer (seconds for a 256k vocabulary) on every call.
-        new_fingerprint=uuid.uuid4().hex,
-    )
+    function, kwargs = prepare_batch, {"tokenizer": tokenizer, "fmt": fmt, "cfg": cfg}
+    key = uuid.uuid4().hex
+    if num_proc and _workers_fork():
+        # Forked workers find the tokenizer in memory: pickling it (dill, 28 MB for a 256k vocabulary) for
+        # each worker takes seconds. Other start methods (spawn, forkserver) get it pickled as usual.
+        _FORK_SHARED[key] = kwargs
+        function, kwargs = _prepare_batch_shared, {"key": key}
+    try:
+        dataset = dataset.map(
+            function, batched=True, batch_size=256, num_proc=num_proc, remove_columns=dataset.column_names,
+            fn_kwargs=kwargs, desc=f"Tokenizing {name} conversations",
+            # An in-memory dataset is never reused from a cache, so a fresh fingerprint is right, and it spares
+            # datasets hashing the whole tokenizer (seconds for a 256k vocabulary) on every call.
+            new_fingerprint=key,
+        )
+    finally:
+        _FORK_SHARED.pop(key, None)
     stats = Counter()
     for s in dataset["stats"]:
         if s != "{}":

@@ -177,6 +177,7 @@ def end_to_end_cases() -> dict:
     cases["nothing-trained"] = (*format_text("list-json", NOTHING_TRAINED), ())
     cases["all-too-long"] = (*format_text("list-json", ALL_TOO_LONG),
                              ("--max_seq_length=24", "--overlong_exchange=drop"))
+    cases["parallel"] = (*format_text("messages-jsonl", MANY), ("--num_proc=2",))
     return cases
 
 
@@ -616,6 +617,29 @@ NOTHING_TRAINED = [
 ]
 ALL_TOO_LONG = [[msg("user", "Tell me a story."), msg("assistant", "Once " * 40)],
                 [msg("user", "Another."), msg("assistant", "Again " * 40)]]
+
+
+# Enough conversations for the script to prepare them in worker processes (2,000 or more), all different.
+MANY = [CONVERSATIONS[i % len(CONVERSATIONS)][:-1] + [msg("assistant", f"Answer number {i}: " + "ok " * (i % 7))]
+        for i in range(2400)]
+
+
+def test_preparation_in_worker_processes_matches_one_process(ft, tokenizer, fmt, script_runs):
+    """The real script (run as __main__) with --num_proc=2: the map workers get the tokenizer by fork instead of
+    pickled, and produce exactly what one process produces."""
+    run = script_runs["parallel"]
+    assert run.result.returncode == 0, run.result.stderr[-2000:]
+    assert "num_proc=2" in run.result.stderr  # datasets' progress line names the worker processes
+    conversations, _, _ = load_and_clean(ft, run.path)
+    assert len(conversations) == len(MANY)
+    dataset, _ = ft.prepare_dataset(conversations, tokenizer, fmt, config(ft), "train")  # one process
+    rows = prepared_rows(run.output_dir)
+    assert len(rows) == len(dataset) == len(MANY)
+    assert rows == [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in dataset]
+    # the function itself, imported as a module, in two processes: the same again, and nothing left behind
+    parallel, _ = ft.prepare_dataset(conversations[:2000], tokenizer, fmt, config(ft, num_proc=2), "train")
+    assert parallel["input_ids"] == dataset["input_ids"][:2000] and parallel["labels"] == dataset["labels"][:2000]
+    assert ft._FORK_SHARED == {}
 
 
 def test_no_trained_reply_anywhere_stops(ft, script_runs):
