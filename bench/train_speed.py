@@ -26,8 +26,8 @@ of each example's tokens are assistant replies and trained, the rest labelled -1
              too (see tests/test_training_math.py); it is measured to decide whether "auto" should
              choose it.
 
-All use LoRA r=16, alpha 32, dropout 0.05 on all linear layers, AdamW (fused on CUDA), gradient
-clipping at 1.0, bf16 autocast on bf16 weights, exactly as the script's SFTTrainer run: the model
+All use the script's own LoRA config, 4-bit config and optimizer settings (by default LoRA r=16,
+alpha 32, dropout 0.05 on all linear layers; AdamW, fused on CUDA; gradient clipping at 1.0), bf16 autocast on bf16 weights, exactly as the script's SFTTrainer run: the model
 is patched with TRL's fused LM head before PEFT wraps it, input gradients are enabled for
 checkpointing, QLoRA adapters are cast to bf16, and the loss of a micro-batch is the sum of its
 trained tokens' losses over the trained tokens of the whole optimizer step (SFTTrainer with
@@ -97,9 +97,7 @@ TINY = dict(GEMMA2_9B, vocab_size=2048, hidden_size=64, intermediate_size=128, n
             num_attention_heads=4, num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16,
             sliding_window=64, max_position_embeddings=1024)
 
-# the script's defaults for LoRA and the optimizer
-LORA = dict(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
-LEARNING_RATE, MAX_GRAD_NORM = 2e-4, 1.0
+ft = load_script()  # the script's own settings and builders: LoRA, 4-bit loading, attention choice, optimizer
 
 # dense (no sparsity) bf16 tensor-core peak, FLOP/s; the first name contained in the device name wins
 PEAK_BF16 = [
@@ -245,7 +243,7 @@ def random_model(cfg: dict, attn: str, dtype, device: str):
 def quantized_random_model(cfg: dict, attn: str, work_dir: str | None):
     """The script's QLoRA load (from_pretrained with its BitsAndBytesConfig) of random bf16 weights saved first."""
     import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM
 
     folder = tempfile.mkdtemp(prefix="gemma2-random-", dir=work_dir)
     try:
@@ -253,9 +251,8 @@ def quantized_random_model(cfg: dict, attn: str, work_dir: str | None):
         model.save_pretrained(folder, max_shard_size="4GB")
         del model
         free_memory()
-        quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                          bnb_4bit_compute_dtype=torch.bfloat16)
-        return AutoModelForCausalLM.from_pretrained(folder, quantization_config=quantization, dtype=torch.bfloat16,
+        return AutoModelForCausalLM.from_pretrained(folder, quantization_config=ft.quantization_config(),
+                                                    dtype=torch.bfloat16,
                                                     device_map={"": 0}, attn_implementation=attn)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -264,12 +261,12 @@ def quantized_random_model(cfg: dict, attn: str, work_dir: str | None):
 def prepare_for_training(model, fused: bool, quantized: bool):
     """What SFTTrainer and Trainer do to the model before the first step, in the same order."""
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from trl.trainer.utils import add_fused_lm_head
 
     if fused:
         add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))  # SFTTrainer.__init__
-    model = get_peft_model(model, LoraConfig(**LORA))
+    model = get_peft_model(model, ft.lora_config(ft.CONFIG))
     model.enable_input_require_grads()
     if quantized:  # SFTTrainer casts QLoRA adapters to bf16
         for name, param in model.named_parameters():
@@ -296,7 +293,7 @@ def free_memory():
 # one path
 
 
-def describe_paths(ft, cfg: dict, cuda: bool, budget: int, qlora_budget: int, requested: list[str]) -> dict:
+def describe_paths(cfg: dict, cuda: bool, budget: int, qlora_budget: int, requested: list[str]) -> dict:
     """Each path's settings. "default" and "qlora" take the script's own attention choice and its
     PADDING_FREE="auto" rule (padding-free exactly when the attention is flash_attention_2)."""
     attn, why = ft.choose_attention(gemma2_config(cfg), "auto", cuda)
@@ -341,7 +338,8 @@ def run_path(name: str, spec: dict, cfg: dict, plan: list[list[dict]], warmup: i
     result["build_s"] = time.perf_counter() - t0
     trainable = [p for p in model.parameters() if p.requires_grad]
     result["lora_params"] = sum(p.numel() for p in trainable)
-    optimizer = torch.optim.AdamW(trainable, lr=LEARNING_RATE, weight_decay=0.0, fused=cuda)
+    optimizer = torch.optim.AdamW(trainable, lr=ft.CONFIG["LEARNING_RATE"], weight_decay=ft.CONFIG["WEIGHT_DECAY"],
+                                  fused=cuda)
     collator = DataCollatorForLanguageModeling(pad_token_id=cfg["pad_token_id"],
                                                padding_free=spec["batching"] == "padding_free")
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
@@ -399,7 +397,7 @@ def run_path(name: str, spec: dict, cfg: dict, plan: list[list[dict]], warmup: i
         collated = [collator([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in mb]) for mb in batches]
         num_items = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in collated)  # Trainer's count
         losses = [train_micro_batch(batch, num_items) for batch in collated]
-        torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
+        torch.nn.utils.clip_grad_norm_(trainable, ft.CONFIG["MAX_GRAD_NORM"])
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         sync()
@@ -482,7 +480,6 @@ def main(argv=None):
     mean_len, max_len = (60, 256) if args.tiny else (600, 4096)
     max_len = min(max_len, budget, qlora_budget if "qlora" in requested else budget)
 
-    ft = load_script()
     device = device_description(cuda)
     peak = peak_flops(device, args.peak_tflops) if cuda else None
     n_examples = max(64, int(3 * (steps + warmup) * tokens_per_step / mean_len))
@@ -494,7 +491,7 @@ def main(argv=None):
     data = {"examples": len(used), "mean_length": sum(lengths) / len(lengths), "median_length": lengths[len(lengths) // 2],
             "p99_length": lengths[int(0.99 * (len(lengths) - 1))], "max_length": lengths[-1],
             "trained_share": trained / sum(lengths), "tokens_per_step": tokens_per_step}
-    specs = describe_paths(ft, cfg, cuda, budget, qlora_budget, requested)
+    specs = describe_paths(cfg, cuda, budget, qlora_budget, requested)
 
     print(f"device: {device}" + (f" (dense bf16 peak {peak / 1e12:.0f} TFLOP/s)" if peak else ""))
     print(f"model: {'tiny Gemma-2 (smoke test)' if args.tiny else 'Gemma-2-9b architecture, random weights'}, "
@@ -577,7 +574,8 @@ def main(argv=None):
         "date": date, "device": device, "tiny": args.tiny, "dense_bf16_peak_flops": peak,
         "model": {"config": cfg, "matmul_params": matmul_params(cfg), "dtype": "bfloat16" if cuda else "float32"},
         "flops_per_token": "4 x matmul_params + 6 x lora_params, plus causal attention (forward and backward)",
-        "lora": LORA, "learning_rate": LEARNING_RATE, "max_grad_norm": MAX_GRAD_NORM,
+        "settings": {k.lower(): ft.CONFIG[k] for k in ("LORA_R", "LORA_ALPHA", "LORA_DROPOUT", "LORA_TARGET_MODULES",
+                                                       "LEARNING_RATE", "WEIGHT_DECAY", "MAX_GRAD_NORM")},
         "warmup_steps": warmup, "measured_steps": steps, "tokens_per_microbatch": budget,
         "qlora_tokens_per_microbatch": qlora_budget, "data": data, "paths": results, "summary": summary,
         "targets": targets, "versions": {**versions(PACKAGES), "cuda": torch.version.cuda}, "command": sys.argv,

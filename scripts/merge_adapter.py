@@ -27,15 +27,11 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from chat import trained_in_4bit  # noqa: E402  (one reading of training_config.json for both scripts)
+from chat import UserError, trained_in_4bit  # noqa: E402  (one error type and one reading of training_config.json)
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
-
-
-class UserError(Exception):
-    """A problem the user can fix (wrong folder, existing output). Printed without a traceback."""
 
 
 # ----------------------------------------------------------------------------------------------------

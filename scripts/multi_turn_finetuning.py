@@ -381,7 +381,7 @@ def _skeleton(tokenizer, roles: tuple) -> list[str]:
     return _skeleton_cache[key]
 
 
-def conversation_pieces(tokenizer, fmt: ChatFormat, messages: list[dict], train_on: str) -> list[tuple[str, str]]:
+def conversation_pieces(tokenizer, fmt: ChatFormat, messages: list[dict]) -> list[tuple[str, str]]:
     """Cut a rendered conversation into (kind, text) pieces, in order.
 
     kind is "template" (the template's own text: BOS, role headers, separators), "context" (a message
@@ -392,9 +392,6 @@ def conversation_pieces(tokenizer, fmt: ChatFormat, messages: list[dict], train_
     roles = tuple(m["role"] for m in messages)
     skeleton = _skeleton(tokenizer, roles)
     trained = [m["role"] == "assistant" and m.get("train", True) for m in messages]
-    if train_on == "last":
-        last = max(i for i, t in enumerate(trained) if t) if any(trained) else -1
-        trained = [i == last for i in range(len(messages))]
     pieces = [("template", skeleton[0])]
     for i, m in enumerate(messages):
         content = m["content"].strip() if fmt.strip_content else m["content"]
@@ -546,6 +543,7 @@ def fit_conversation(tokenize, messages: list[dict], max_len: int, policy: str, 
 
 
 def only_last_reply_trained(messages: list[dict]) -> list[dict]:
+    """TRAIN_ON="last": every assistant reply but the conversation's last trained one becomes context."""
     last = max((i for i, m in enumerate(messages) if m["role"] == "assistant" and m.get("train", True)), default=-1)
     return [dict(m, train=False) if m["role"] == "assistant" and i != last else m for i, m in enumerate(messages)]
 
@@ -557,14 +555,14 @@ def prepare_batch(batch: dict, tokenizer, fmt: ChatFormat, cfg: dict) -> dict:
         conversations = [only_last_reply_trained(c) for c in conversations]
     all_pieces = []
     for messages in conversations:
-        pieces = conversation_pieces(tokenizer, fmt, messages, cfg["TRAIN_ON"])
+        pieces = conversation_pieces(tokenizer, fmt, messages)
         check_rendering(tokenizer, fmt, messages, pieces)
         all_pieces.append(pieces)
     tokenized = tokenize_batch(tokenizer, fmt, all_pieces)
     out = {"input_ids": [], "labels": [], "conversation_index": [], "stats": []}
 
     def tokenize(msgs):
-        return tokenize_pieces(tokenizer, fmt, conversation_pieces(tokenizer, fmt, msgs, cfg["TRAIN_ON"]))
+        return tokenize_pieces(tokenizer, fmt, conversation_pieces(tokenizer, fmt, msgs))
 
     for index, messages, (ids, labels) in zip(batch["index"], conversations, tokenized):
         if len(ids) <= cfg["MAX_SEQ_LENGTH"]:
@@ -607,9 +605,10 @@ def prepare_dataset(conversations: list[list[dict]], tokenizer, fmt: ChatFormat,
 
     rows = {"index": list(range(len(conversations))), "conversation": [json.dumps(c) for c in conversations]}
     dataset = Dataset.from_dict(rows)
+    many = len(conversations) >= 2000  # fewer are done in about a second: no worker processes, no progress bar
     num_proc = cfg["NUM_PROC"] or min(8, os.cpu_count() or 1)
-    num_proc = num_proc if len(conversations) >= 2000 and num_proc > 1 else None  # processes cost ~1 s to start
-    if len(conversations) < 2000:
+    num_proc = num_proc if many and num_proc > 1 else None  # processes cost ~1 s to start
+    if not many:
         disable_progress_bars()
     function, kwargs = prepare_batch, {"tokenizer": tokenizer, "fmt": fmt, "cfg": cfg}
     key = uuid.uuid4().hex
@@ -750,6 +749,25 @@ def quantization_problem(cuda: bool) -> str | None:
     return None
 
 
+def quantization_config():
+    """QLoRA's 4-bit loading: NF4 weights, double quantisation, bf16 compute."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+def lora_config(cfg: dict):
+    from peft import LoraConfig
+
+    targets = cfg["LORA_TARGET_MODULES"]
+    return LoraConfig(
+        r=cfg["LORA_R"], lora_alpha=cfg["LORA_ALPHA"], lora_dropout=cfg["LORA_DROPOUT"], task_type="CAUSAL_LM",
+        target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+    )
+
+
 def batching_plan(padding_free: bool, attn: str) -> str:
     """How batches are built, for the log. Padding-free batches (examples concatenated in one row, no padding)
     are exact with every kernel in training: no cache is built there (SFTTrainer passes use_cache=False), so
@@ -780,14 +798,14 @@ def _flash_attn_ok() -> bool:
 class ProgressPrinter:
     """One fixed-format line per logging step; the losses also go to metrics.jsonl in the run folder."""
 
-    def __init__(self, log, run_dir: Path, tokens_per_step_fn=None):
+    def __init__(self, log, run_dir: Path):
         from transformers import TrainerCallback
 
         printer = self
 
         class _Callback(TrainerCallback):
             def on_train_begin(self, args, state, control, **kw):
-                printer.start, printer.last_step, printer.last_time = time.time(), state.global_step, time.time()
+                printer.last_time = time.time()  # the rate excludes model loading and the first evaluation
 
             def on_log(self, args, state, control, logs=None, **kw):
                 if state.is_world_process_zero:  # every process gets the same logs; one writes them
@@ -795,8 +813,7 @@ class ProgressPrinter:
 
         self.callback = _Callback()
         self.log, self.path = log, run_dir / "metrics.jsonl"
-        self.start = self.last_time = time.time()
-        self.last_step, self.last_tokens = 0, 0
+        self.last_time, self.last_tokens = time.time(), 0
 
     def on_log(self, state, logs: dict):
         import torch
@@ -1019,8 +1036,6 @@ def main(argv: list[str] | None = None) -> Path | None:
         return run_dir
 
     # --- model
-    import torch
-    from peft import LoraConfig
     from transformers import AutoConfig, AutoModelForCausalLM
     from trl import SFTConfig
 
@@ -1059,11 +1074,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     )
     model_kwargs = {"dtype": torch.bfloat16 if cuda else torch.float32, "attn_implementation": attn}
     if cfg["LOAD_IN_4BIT"]:
-        from transformers import BitsAndBytesConfig
-
-        model_kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16)
+        model_kwargs["quantization_config"] = quantization_config()
         model_kwargs["device_map"] = {"": state.local_process_index}
     # A local folder is recorded by its absolute path in adapter_config.json, so that chat.py and
     # merge_adapter.py find the base from any working directory.
@@ -1074,18 +1085,12 @@ def main(argv: list[str] | None = None) -> Path | None:
     model.generation_config.eos_token_id = stop_ids  # the fine-tuned model stops after its reply
     model.generation_config.pad_token_id = tokenizer.pad_token_id
 
-    targets = cfg["LORA_TARGET_MODULES"]
-    lora = LoraConfig(
-        r=cfg["LORA_R"], lora_alpha=cfg["LORA_ALPHA"], lora_dropout=cfg["LORA_DROPOUT"], task_type="CAUSAL_LM",
-        target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
-    )
-
     # --- train
     progress = ProgressPrinter(log, run_dir)
     trainer = make_trainer_class()(
         model=model, args=args, train_dataset=train_set.remove_columns(["conversation_index"]),
         eval_dataset=eval_set.remove_columns(["conversation_index"]) if eval_set is not None else None,
-        processing_class=tokenizer, peft_config=lora, callbacks=[progress.callback],
+        processing_class=tokenizer, peft_config=lora_config(cfg), callbacks=[progress.callback],
     )
     from transformers import PrinterCallback
 

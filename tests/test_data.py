@@ -37,21 +37,6 @@ def config(ft, **overrides):
     return cfg
 
 
-@pytest.fixture(scope="module", autouse=True)
-def quick_dataset_names():
-    """datasets names the result of map() by hashing its arguments, the tokenizer included (seconds per call).
-
-    The datasets built here live in memory and are never cached, so a random name changes nothing else.
-    The end-to-end runs (run_script) are not affected by this.
-    """
-    import datasets.arrow_dataset
-    from datasets.fingerprint import generate_random_fingerprint
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(datasets.arrow_dataset, "update_fingerprint", lambda *a, **k: generate_random_fingerprint())
-        yield
-
-
 @pytest.fixture(scope="module")
 def fmt(ft, tokenizer):
     return ft.detect_chat_format(tokenizer)
@@ -637,7 +622,7 @@ def test_preparation_in_worker_processes_matches_one_process(ft, tokenizer, fmt,
     assert len(rows) == len(dataset) == len(MANY)
     assert rows == [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in dataset]
     # the function itself, imported as a module, in two processes: the same again, and nothing left behind
-    parallel, _ = ft.prepare_dataset(conversations[:2000], tokenizer, fmt, config(ft, num_proc=2), "train")
+    parallel, _ = ft.prepare_dataset(conversations[:2000], tokenizer, fmt, dict(config(ft), NUM_PROC=2), "train")
     assert parallel["input_ids"] == dataset["input_ids"][:2000] and parallel["labels"] == dataset["labels"][:2000]
     assert ft._FORK_SHARED == {}
 

@@ -75,7 +75,9 @@ def fmt(ft, tokenizer):
 
 
 def prepare(ft, tokenizer, fmt, messages, train_on="all"):
-    pieces = ft.conversation_pieces(tokenizer, fmt, messages, train_on)
+    if train_on == "last":
+        messages = ft.only_last_reply_trained(messages)
+    pieces = ft.conversation_pieces(tokenizer, fmt, messages)
     ft.check_rendering(tokenizer, fmt, messages, pieces)
     return ft.tokenize_pieces(tokenizer, fmt, pieces)
 
