@@ -30,8 +30,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
-class UserError(Exception):
-    """A problem the user can fix (wrong folder, bad option). Printed without a traceback."""
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from chat_format import UserError, detect_chat_format, prompt_text  # noqa: E402  (the same rendering as training)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -160,21 +160,21 @@ def stop_token_ids(path: Path, model, tokenizer, log) -> list[int]:
 # prompt and generation
 
 
-def render_prompt(tokenizer, history: list[dict], system: str = "") -> str:
-    """The conversation so far, rendered by the chat template and ending with the assistant header.
+def template_kwargs(path: Path) -> dict:
+    """CHAT_TEMPLATE_KWARGS the run was trained with (training_config.json), so that chat renders as training did."""
+    for folder in (path, path.parent):
+        config_file = folder / "training_config.json"
+        if config_file.exists():
+            return json.loads(config_file.read_text()).get("CHAT_TEMPLATE_KWARGS", {})
+    return {}
 
-    A system prompt is passed as a system message; templates that reject that role (Gemma raises
-    "System role not supported") get it at the top of the first user turn, separated by a blank
-    line, which is how the fine-tuning script trained such conversations.
-    """
-    messages = [dict(m) for m in history]
-    if system:
-        try:
-            return tokenizer.apply_chat_template([{"role": "system", "content": system}, *messages],
-                                                 tokenize=False, add_generation_prompt=True)
-        except Exception:  # jinja2's TemplateError from raise_exception; any failure means "not supported"
-            messages[0]["content"] = system + "\n\n" + messages[0]["content"]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+def render_prompt(tokenizer, history: list[dict], system: str = "", kwargs: dict | None = None, fmt=None) -> str:
+    """The conversation so far, rendered by the chat template and ending with the assistant header, exactly as
+    the fine-tuning script rendered each reply's context (chat_format.py decides both, system folding included)."""
+    fmt = fmt or detect_chat_format(tokenizer, kwargs or {})
+    messages = ([{"role": "system", "content": system}] if system else []) + [dict(m) for m in history]
+    return prompt_text(tokenizer, fmt, messages)
 
 
 def generate(model, tokenizer, prompt: str, stop_ids: list[int], max_new_tokens: int = 512,
@@ -203,7 +203,7 @@ def generate(model, tokenizer, prompt: str, stop_ids: list[int], max_new_tokens:
 # the terminal
 
 
-def chat_loop(model, tokenizer, stop_ids, args) -> None:
+def chat_loop(model, tokenizer, stop_ids, args, fmt) -> None:
     history: list[dict] = []
     print("Type a message. /reset starts over, /exit or Ctrl-D quits.", file=sys.stderr)
     while True:
@@ -223,7 +223,8 @@ def chat_loop(model, tokenizer, stop_ids, args) -> None:
         history.append({"role": "user", "content": text})
         print("model> ", end="", flush=True)
         try:
-            reply, _, stopped = generate(model, tokenizer, render_prompt(tokenizer, history, args.system), stop_ids,
+            reply, _, stopped = generate(model, tokenizer, render_prompt(tokenizer, history, args.system, fmt=fmt),
+                                         stop_ids,
                                          args.max_new_tokens, args.temperature, stream=True)
         except KeyboardInterrupt:
             history.pop()  # keep the history alternating user/assistant, as the template requires
@@ -253,14 +254,15 @@ def parse_args(argv=None):
 def main(argv=None) -> None:
     args = parse_args(argv)
     model, tokenizer, stop_ids = load(args.path, args.base)
+    fmt = detect_chat_format(tokenizer, template_kwargs(args.path))
     if args.prompt is not None:
         history = [{"role": "user", "content": args.prompt}]
-        _, _, stopped = generate(model, tokenizer, render_prompt(tokenizer, history, args.system), stop_ids,
+        _, _, stopped = generate(model, tokenizer, render_prompt(tokenizer, history, args.system, fmt=fmt), stop_ids,
                                  args.max_new_tokens, args.temperature, stream=True)
         if stopped == "max_new_tokens":
             print(f"(cut at --max_new_tokens={args.max_new_tokens})", file=sys.stderr)
         return
-    chat_loop(model, tokenizer, stop_ids, args)
+    chat_loop(model, tokenizer, stop_ids, args, fmt)
 
 
 if __name__ == "__main__":

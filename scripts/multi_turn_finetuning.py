@@ -25,6 +25,12 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # chat_format.py, shared with chat.py
+from chat_format import (  # noqa: E402  (one place decides how a conversation is rendered)
+    ChatFormat, UserError, check_rendering, conversation_examples, describe, detect_chat_format, load_chat_template,
+    prompt_text,
+)
+
 # ----------------------------------------------------------------------------------------------------
 # data
 DATA_PATH = "data/conversations.json"  # JSON/JSONL: lists of messages, {"messages": [...]}, or ShareGPT
@@ -39,6 +45,8 @@ PREVIEW_EXAMPLES = 1  # examples printed with their trained tokens marked
 NUM_PROC = 0  # processes for data preparation; 0 = one per CPU core, at most 8
 # model
 MODEL_NAME = "google/gemma-2-9b-it"  # hub id or local folder
+CHAT_TEMPLATE = ""  # "" = the tokenizer's own; or a .jinja file (a base model without one, or to override it)
+CHAT_TEMPLATE_KWARGS = {}  # passed to every rendering, in training and chat, e.g. {"enable_thinking": False}
 ATTN_IMPLEMENTATION = "auto"  # "auto" picks the fastest exact kernel; or "flash_attention_2", "flex_attention", "sdpa", "eager"
 LOAD_IN_4BIT = False  # QLoRA: NF4 weights with double quantisation, bf16 compute (CUDA + bitsandbytes only)
 GRADIENT_CHECKPOINTING = True  # recompute activations in the backward pass: much less memory, ~30% slower
@@ -74,10 +82,6 @@ REPORT_TO = "none"  # "none", or trackers transformers supports: "tensorboard", 
 CONFIG = {k: v for k, v in dict(globals()).items() if k.isupper()}
 
 IGNORE_INDEX = -100  # label of a token that does not count in the loss
-
-
-class UserError(Exception):
-    """A problem the user can fix (bad data, bad override). Printed without a traceback."""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -139,6 +143,9 @@ def check_config(c: dict) -> None:
         raise UserError(f"learning_rate must be positive, got {c['LEARNING_RATE']}")
     if c["MAX_STEPS"] <= 0 and c["NUM_TRAIN_EPOCHS"] <= 0:
         raise UserError("set num_train_epochs > 0 or max_steps > 0")
+    if not all(isinstance(k, str) for k in c["CHAT_TEMPLATE_KWARGS"]):
+        raise UserError(f"chat_template_kwargs must map names to values, e.g. {{'enable_thinking': False}}; "
+                        f"got {c['CHAT_TEMPLATE_KWARGS']!r}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -279,135 +286,9 @@ def clean_conversations(raw: list[list], path: str, strict: bool) -> tuple[list[
 
 
 # ----------------------------------------------------------------------------------------------------
-# chat template: find the role markers by rendering probe conversations
+# tokenization and labels (the rendering itself is decided in chat_format.py)
 
-_SENTINEL = "\ue000{}\ue001"  # private-use characters: never in real text, never touched by a template
-_SENTINEL_RE = re.compile("\ue000(\\d+)\ue001")
-
-
-@dataclass(frozen=True)
-class ChatFormat:
-    """What the tokenizer's chat template does around message contents, found by probing it."""
-
-    response_marker: str  # text that opens an assistant turn, e.g. "<start_of_turn>model\n"
-    instruction_marker: str  # text that opens a user turn, e.g. "<start_of_turn>user\n"
-    end_of_turn: str  # text after an assistant reply that is trained, e.g. "<end_of_turn>"
-    end_of_turn_ids: tuple  # its tokens
-    system_supported: bool  # False: a system message is folded into the first user turn
-    strip_content: bool  # the template strips whitespace around contents (Gemma's `| trim`)
-
-
-def _render(tokenizer, messages, **kwargs) -> str:
-    return tokenizer.apply_chat_template(
-        [{"role": m["role"], "content": m["content"]} for m in messages], tokenize=False, **kwargs
-    )
-
-
-def _control_token_ids(tokenizer) -> set:
-    return set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
-
-
-def detect_chat_format(tokenizer) -> ChatFormat:
-    """Render probe conversations through the tokenizer's own template and read off the markers."""
-    if not getattr(tokenizer, "chat_template", None):
-        raise UserError(
-            "the tokenizer has no chat template; use an instruction-tuned model or set tokenizer.chat_template"
-        )
-    s = _SENTINEL.format
-    probe = [{"role": "user", "content": s(0)}, {"role": "assistant", "content": s(1)},
-             {"role": "user", "content": s(2)}, {"role": "assistant", "content": s(3)}]
-    text = _render(tokenizer, probe)
-    parts = _SENTINEL_RE.split(text)  # [before0, "0", between01, "1", between12, "2", between23, "3", after3]
-    if parts[1::2] != ["0", "1", "2", "3"]:
-        raise UserError("the chat template does not render message contents in order; it cannot be masked reliably")
-    prompt = _render(tokenizer, probe[:1])
-    with_generation = _render(tokenizer, probe[:1], add_generation_prompt=True)
-    response_marker = with_generation[len(prompt):] if with_generation.startswith(prompt) else ""
-    after_reply = parts[4]
-    if not response_marker or not parts[2].endswith(response_marker):
-        raise UserError("could not find the assistant header of the chat template (add_generation_prompt adds none)")
-    # The text after the last assistant reply is that reply's closing; between turns it is followed by the
-    # next user header.
-    closing = parts[8]
-    if not after_reply.startswith(closing):
-        raise UserError(f"the chat template closes assistant turns inconsistently ({closing!r} vs {after_reply!r})")
-    before_user = after_reply[len(closing):]
-    # Train the closing up to and including its first control token (the end-of-turn token); the
-    # template's decoration after it (Gemma's "\n") is never generated, since generation stops there.
-    closing_ids = tokenizer(closing, add_special_tokens=False)["input_ids"]
-    control = _control_token_ids(tokenizer)
-    stop = next((k + 1 for k, t in enumerate(closing_ids) if t in control), len(closing_ids))
-    end_ids = tuple(closing_ids[:stop])
-    if not end_ids:
-        raise UserError("the chat template adds nothing after an assistant reply: no end-of-turn token to train")
-    try:
-        _render(tokenizer, [{"role": "system", "content": "x"}] + probe[:2])
-        system_supported = True
-    except Exception:  # Gemma raises "System role not supported"
-        system_supported = False
-    padded = " \n" + s(7) + " \n"
-    strip_content = padded not in _render(tokenizer, [{"role": "user", "content": padded}] + probe[1:2])
-    return ChatFormat(response_marker, before_user, tokenizer.decode(end_ids), end_ids, system_supported, strip_content)
-
-
-def fold_system(messages: list[dict], fmt: ChatFormat) -> list[dict]:
-    """Gemma's template rejects a system role: put its text at the top of the first user turn."""
-    if fmt.system_supported or not messages or messages[0]["role"] != "system":
-        return messages
-    system, first, rest = messages[0], messages[1], messages[2:]
-    merged = dict(first, content=system["content"] + "\n\n" + first["content"])
-    return [merged] + rest
-
-
-# ----------------------------------------------------------------------------------------------------
-# tokenization and labels
-
-_skeleton_cache: dict = {}
 _template_cache: dict = {}
-
-
-def _skeleton(tokenizer, roles: tuple) -> list[str]:
-    """The template's own text around each message of a conversation with these roles.
-
-    Rendered once per role sequence with sentinel contents: [before_0, between_0_1, ..., after_last].
-    """
-    key = (id(tokenizer), tokenizer.chat_template, roles)
-    if key not in _skeleton_cache:
-        messages = [{"role": r, "content": _SENTINEL.format(i)} for i, r in enumerate(roles)]
-        parts = _SENTINEL_RE.split(_render(tokenizer, messages))
-        if parts[1::2] != [str(i) for i in range(len(roles))]:
-            raise UserError(f"the chat template does not render a conversation of roles {roles} in order")
-        _skeleton_cache[key] = parts[0::2]
-    return _skeleton_cache[key]
-
-
-def conversation_pieces(tokenizer, fmt: ChatFormat, messages: list[dict]) -> list[tuple[str, str]]:
-    """Cut a rendered conversation into (kind, text) pieces, in order.
-
-    kind is "template" (the template's own text: BOS, role headers, separators), "context" (a message
-    that is not trained), "reply" (a trained assistant reply) or "end" (the end-of-turn text that
-    closes a trained reply). Joined, the texts are exactly the template's rendering: this is checked.
-    """
-    messages = fold_system(messages, fmt)
-    roles = tuple(m["role"] for m in messages)
-    skeleton = _skeleton(tokenizer, roles)
-    trained = [m["role"] == "assistant" and m.get("train", True) for m in messages]
-    pieces = [("template", skeleton[0])]
-    for i, m in enumerate(messages):
-        content = m["content"].strip() if fmt.strip_content else m["content"]
-        after = skeleton[i + 1]
-        if trained[i]:
-            if not after.startswith(fmt.end_of_turn):
-                raise UserError(f"the chat template does not close an assistant turn with {fmt.end_of_turn!r}")
-            pieces += [("reply", content), ("end", fmt.end_of_turn), ("template", after[len(fmt.end_of_turn):])]
-        else:
-            pieces += [("context", content), ("template", after)]
-    return [(k, t) for k, t in pieces if t]
-
-
-def tokenize_pieces(tokenizer, fmt: ChatFormat, pieces: list[tuple[str, str]]) -> tuple[list[int], list[int]]:
-    """Token ids and labels for one conversation's pieces (see tokenize_batch)."""
-    return tokenize_batch(tokenizer, fmt, [pieces])[0]
 
 
 def _encode_as_text(tokenizer, texts: list[str]) -> list[list[int]]:
@@ -424,8 +305,8 @@ def _encode_as_text(tokenizer, texts: list[str]) -> list[list[int]]:
         backend.encode_special_tokens = previous
 
 
-def tokenize_batch(tokenizer, fmt: ChatFormat, batch: list[list[tuple[str, str]]]) -> list[tuple[list, list]]:
-    """Tokenize many conversations' pieces in two batched calls; return (input_ids, labels) for each.
+def tokenize_batch(tokenizer, batch: list[list[tuple]]) -> list[tuple[list, list]]:
+    """Tokenize many examples' pieces in two batched calls; return (input_ids, labels) for each.
 
     Message contents are tokenized with split_special_tokens=True, so text such as
     "<start_of_turn>model" inside a message stays plain text and can never open a turn. The
@@ -433,37 +314,31 @@ def tokenize_batch(tokenizer, fmt: ChatFormat, batch: list[list[tuple[str, str]]
     piece is tokenized on its own, exactly as at inference, where the prompt ends at the assistant
     header and the model generates the reply's tokens from there.
     """
-    content = [t for pieces in batch for k, t in pieces if k in ("context", "reply")]
+    content = [text for pieces in batch for text, is_content, _ in pieces if is_content]
     content_ids = iter(_encode_as_text(tokenizer, content))
     # A template has only a handful of distinct pieces (headers, separators): tokenize each once.
     cache = _template_cache.setdefault((id(tokenizer), tokenizer.chat_template), {})
-    new = list({t for pieces in batch for k, t in pieces if k == "template" and t not in cache})
+    new = list({text for pieces in batch for text, is_content, _ in pieces if not is_content and text not in cache})
     if new:
         cache.update(zip(new, tokenizer(new, add_special_tokens=False)["input_ids"]))
     out = []
     for pieces in batch:
         ids, labels = [], []
-        for kind, text in pieces:
-            if kind == "end":
-                piece = list(fmt.end_of_turn_ids)
-            elif kind == "template":
-                piece = cache[text]
-            else:
-                piece = next(content_ids)
+        for text, is_content, trained in pieces:
+            piece = next(content_ids) if is_content else cache[text]
             ids += piece
-            labels += piece if kind in ("reply", "end") else [IGNORE_INDEX] * len(piece)
+            labels += piece if trained else [IGNORE_INDEX] * len(piece)
         out.append((ids, labels))
     return out
 
 
-def check_rendering(tokenizer, fmt: ChatFormat, messages: list[dict], pieces: list[tuple[str, str]]) -> None:
-    """The pieces must join to exactly what the template renders for the real conversation."""
-    expected = _render(tokenizer, fold_system(messages, fmt))
-    if "".join(t for _, t in pieces) != expected:
-        raise UserError(
-            "the chat template renders this conversation differently from its probe (it changes message text "
-            "in a way the masking cannot follow); first message: " + repr(messages[0]["content"][:60])
-        )
+def tokenize_conversation(tokenizer, fmt: ChatFormat, messages: list[dict], check: bool = False) -> list[tuple]:
+    """(input_ids, labels) of each training example of one conversation (see chat_format.conversation_examples)."""
+    examples = conversation_examples(tokenizer, fmt, messages)
+    if check:
+        for example in examples:
+            check_rendering(tokenizer, fmt, messages, example)
+    return tokenize_batch(tokenizer, [e.pieces for e in examples])
 
 
 def _exchanges(messages: list[dict]) -> list[list[dict]]:
@@ -479,16 +354,17 @@ def _exchanges(messages: list[dict]) -> list[list[dict]]:
 def fit_conversation(tokenize, messages: list[dict], max_len: int, policy: str, overlong: str):
     """Cut one conversation into examples of at most max_len tokens, at turn boundaries.
 
-    `tokenize(messages) -> (input_ids, labels)`. Returns (examples, stats). "split" turns a long
+    `tokenize(messages) -> [(input_ids, labels), ...]`: the examples one rendering gives (several where the
+    template renders history differently from the prompt). Returns (examples, stats). "split" turns a long
     conversation into several examples; each trains new exchanges and starts at a user turn with as
     many preceding exchanges as still fit, as context (not trained): that is how the model meets a
     long chat at inference. "truncate" keeps the leading exchanges that fit. An exchange that alone
     is too long is cut inside its reply ("truncate") or dropped ("drop").
     """
     stats = Counter()
-    ids, labels = tokenize(messages)
-    if len(ids) <= max_len:
-        return [(ids, labels)], stats
+    whole = tokenize(messages)
+    if max((len(ids) for ids, _ in whole), default=0) <= max_len:
+        return whole, stats
     system = messages[:1] if messages[0]["role"] == "system" else []  # kept at the top of every example
     groups = _exchanges(messages[len(system):])
 
@@ -496,49 +372,52 @@ def fit_conversation(tokenize, messages: list[dict], max_len: int, policy: str, 
         context = [dict(m, train=False) for g in groups[context_from:start] for m in g]
         return tokenize(system + context + [m for g in groups[start:end] for m in g])
 
+    def longest(examples):
+        return max((len(ids) for ids, _ in examples), default=0)
+
+    def trained(examples, limit=None):
+        return sum(1 for _, labels in examples for x in labels[:limit] if x != IGNORE_INDEX)
+
     examples, start = [], 0
     while start < len(groups):
         end = start + 1
-        example = window(start, start, end)
-        if len(example[0]) > max_len:  # one exchange alone does not fit
-            trained = sum(1 for x in example[1] if x != IGNORE_INDEX)
-            kept = sum(1 for x in example[1][:max_len] if x != IGNORE_INDEX)
+        chosen = window(start, start, end)
+        if longest(chosen) > max_len:  # one exchange alone does not fit
+            kept = trained(chosen, max_len)
             if overlong == "truncate" and kept > 0:
-                examples.append((example[0][:max_len], example[1][:max_len]))
+                examples += [(ids[:max_len], labels[:max_len]) for ids, labels in chosen]
                 stats["exchanges truncated inside the reply"] += 1
-                stats["trained tokens cut"] += trained - kept
+                stats["trained tokens cut"] += trained(chosen) - kept
             else:
                 stats["exchanges dropped (too long alone)"] += 1
-                stats["trained tokens cut"] += trained
+                stats["trained tokens cut"] += trained(chosen)
             start = end
             if policy == "truncate":
                 break
             continue
         while end < len(groups):
             longer = window(start, start, end + 1)
-            if len(longer[0]) > max_len:
+            if longest(longer) > max_len:
                 break
-            end, example = end + 1, longer
+            end, chosen = end + 1, longer
         if policy == "split":
             context_from = start
             while context_from > 0:
                 wider = window(context_from - 1, start, end)
-                if len(wider[0]) > max_len:
+                if longest(wider) > max_len:
                     break
-                context_from, example = context_from - 1, wider
-        examples.append(example)
+                context_from, chosen = context_from - 1, wider
+        examples += chosen
         start = end
         if policy == "truncate":
             break
     if policy == "truncate" and start < len(groups):
         stats["exchanges dropped after the cut"] += len(groups) - start
-        stats["trained tokens cut"] += sum(
-            sum(1 for x in tokenize(g)[1] if x != IGNORE_INDEX) for g in groups[start:]
-        )
+        stats["trained tokens cut"] += sum(trained(tokenize(g)) for g in groups[start:])
     examples = [e for e in examples if any(x != IGNORE_INDEX for x in e[1])]  # windows of context only
     stats["conversations cut" if examples else "conversations dropped"] += 1
-    if policy == "split" and len(examples) > 1:
-        stats["extra examples from splitting"] += len(examples) - 1
+    if policy == "split" and len(examples) > len(whole):
+        stats["extra examples from splitting"] += len(examples) - len(whole)
     return examples, stats
 
 
@@ -553,24 +432,29 @@ def prepare_batch(batch: dict, tokenizer, fmt: ChatFormat, cfg: dict) -> dict:
     conversations = [json.loads(c) for c in batch["conversation"]]
     if cfg["TRAIN_ON"] == "last":  # decided on the whole conversation, before any split
         conversations = [only_last_reply_trained(c) for c in conversations]
-    all_pieces = []
+    per_conversation = []
     for messages in conversations:
-        pieces = conversation_pieces(tokenizer, fmt, messages)
-        check_rendering(tokenizer, fmt, messages, pieces)
-        all_pieces.append(pieces)
-    tokenized = tokenize_batch(tokenizer, fmt, all_pieces)
+        examples = conversation_examples(tokenizer, fmt, messages)
+        for example in examples:
+            check_rendering(tokenizer, fmt, messages, example)
+        per_conversation.append(examples)
+    tokenized = iter(tokenize_batch(tokenizer, [e.pieces for examples in per_conversation for e in examples]))
     out = {"input_ids": [], "labels": [], "conversation_index": [], "stats": []}
 
     def tokenize(msgs):
-        return tokenize_pieces(tokenizer, fmt, conversation_pieces(tokenizer, fmt, msgs))
+        return tokenize_conversation(tokenizer, fmt, msgs, check=True)
 
-    for index, messages, (ids, labels) in zip(batch["index"], conversations, tokenized):
-        if len(ids) <= cfg["MAX_SEQ_LENGTH"]:
-            examples, stats = [(ids, labels)], Counter()
-        else:
-            examples, stats = fit_conversation(
+    for index, messages, rendered in zip(batch["index"], conversations, per_conversation):
+        examples, stats = [next(tokenized) for _ in rendered], Counter()
+        if len(examples) > 1:  # the template renders history differently from the prompt: the cost of exactness
+            stats["extra examples: replies kept in their inference context"] += len(examples) - 1
+            stats["extra tokens: context repeated in those examples"] += (
+                sum(len(ids) for ids, _ in examples) - max(len(ids) for ids, _ in examples))
+        if max((len(ids) for ids, _ in examples), default=0) > cfg["MAX_SEQ_LENGTH"]:
+            examples, cut = fit_conversation(
                 tokenize, messages, cfg["MAX_SEQ_LENGTH"], cfg["LONG_CONVERSATIONS"], cfg["OVERLONG_EXCHANGE"]
             )
+            stats.update(cut)
         if not examples:  # keep an empty row so that the counts survive; it is filtered out afterwards
             examples = [([], [])]
         for n, (ex_ids, ex_labels) in enumerate(examples):
@@ -677,9 +561,6 @@ def render_mask(tokenizer, input_ids: list[int], labels: list[int], color: bool)
 def print_summary(log, fmt_name, fmt: ChatFormat, problems: Counter, n_raw: int, n_kept: int, counts: dict,
                   cut_stats: Counter, name: str, held_out: int = 0) -> None:
     log(f"data ({name}): {fmt_name}")
-    log(f"role markers: assistant {fmt.response_marker!r}, user {fmt.instruction_marker!r}, "
-        f"trained end of turn {fmt.end_of_turn!r}"
-        + ("" if fmt.system_supported else "; system messages are folded into the first user turn"))
     share = counts["trained_tokens"] / counts["tokens"] if counts["tokens"] else 0.0
     rows = [("conversations read", n_raw), *([("held out for evaluation", held_out)] if held_out else []),
             ("conversations kept", n_kept),
@@ -793,6 +674,24 @@ def _flash_attn_ok() -> bool:
         return Version(version("flash-attn")) >= Version("2.6.3")
     except Exception:
         return False
+
+
+def model_stop_ids(model_name: str) -> tuple:
+    """The model's own stop tokens from its generation config, where it has one (read before any weights)."""
+    from transformers import GenerationConfig
+
+    try:
+        eos = GenerationConfig.from_pretrained(model_name).eos_token_id
+    except Exception:  # no generation_config.json: the tokenizer's eos is used alone
+        return ()
+    return tuple(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+
+
+def stop_token_ids(fmt: ChatFormat, generation_config) -> list[int]:
+    """What the saved generation config stops on: the trained closing's last token, then the model's own."""
+    eos = generation_config.eos_token_id
+    own = eos if isinstance(eos, list) else [eos] if eos is not None else []
+    return list(dict.fromkeys([fmt.closing_ids[-1], *own, *fmt.stop_ids]))
 
 
 class ProgressPrinter:
@@ -916,10 +815,11 @@ def write_samples(model, tokenizer, conversations: list, fmt: ChatFormat, path: 
     model.eval()
     for n, conversation in enumerate(conversations):
         last_user = max(i for i, m in enumerate(conversation) if m["role"] == "user")
-        prompt = fold_system([{"role": m["role"], "content": m["content"]} for m in conversation[:last_user + 1]], fmt)
+        prompt = conversation[:last_user + 1]
         reference = next((m["content"] for m in conversation[last_user + 1:] if m["role"] == "assistant"), "")
-        inputs = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_tensors="pt",
-                                               return_dict=True).to(model.device)
+        # the template wrote BOS already: no special tokens are added again
+        inputs = tokenizer(prompt_text(tokenizer, fmt, prompt), add_special_tokens=False,
+                           return_tensors="pt").to(model.device)
         replies = {}
         for label in ("before", "after"):
             with torch.no_grad(), (model.disable_adapter() if label == "before" else contextlib.nullcontext()):
@@ -997,7 +897,11 @@ def main(argv: list[str] | None = None) -> Path | None:
     tokenizer = AutoTokenizer.from_pretrained(cfg["MODEL_NAME"])
     if tokenizer.pad_token is None:  # only if missing: the model's own pad token is kept
         tokenizer.pad_token = tokenizer.eos_token
-    fmt = detect_chat_format(tokenizer)
+    load_chat_template(tokenizer, cfg["CHAT_TEMPLATE"])
+    fmt = detect_chat_format(tokenizer, cfg["CHAT_TEMPLATE_KWARGS"], model_stop_ids(cfg["MODEL_NAME"]))
+    log("chat template:")
+    for line in describe(fmt):
+        log(f"  {line}")
 
     # --- tokenize and mask (once, on the main process; the others load its result)
     run_name = cfg["RUN_NAME"] or (time.strftime("%Y%m%d-%H%M%S") if not cfg["RESUME"] else "")
@@ -1080,9 +984,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     # merge_adapter.py find the base from any working directory.
     model_path = str(Path(cfg["MODEL_NAME"]).resolve()) if Path(cfg["MODEL_NAME"]).is_dir() else cfg["MODEL_NAME"]
     model = AutoModelForCausalLM.from_pretrained(model_path, **model_kwargs)
-    end_of_turn_id = fmt.end_of_turn_ids[-1]
-    stop_ids = list(dict.fromkeys([end_of_turn_id, tokenizer.eos_token_id]))
-    model.generation_config.eos_token_id = stop_ids  # the fine-tuned model stops after its reply
+    model.generation_config.eos_token_id = stop_token_ids(fmt, model.generation_config)  # it stops after its reply
     model.generation_config.pad_token_id = tokenizer.pad_token_id
 
     # --- train

@@ -13,6 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "multi_turn_finetuning.py"
 SMALL_MODEL = ROOT / "models" / "gemma-3-270m"
 
+sys.path.insert(0, str(ROOT / "scripts"))  # chat_format.py, the rendering shared by the scripts
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

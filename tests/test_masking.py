@@ -12,6 +12,7 @@ import pytest
 import trl
 
 from conftest import ROOT, run_script
+from chat_format import fold_system
 
 END = "<end_of_turn>"
 
@@ -75,20 +76,20 @@ def fmt(ft, tokenizer):
 
 
 def prepare(ft, tokenizer, fmt, messages, train_on="all"):
+    """The one example Gemma's prefix-preserving template gives a conversation, checked against its rendering."""
     if train_on == "last":
         messages = ft.only_last_reply_trained(messages)
-    pieces = ft.conversation_pieces(tokenizer, fmt, messages)
-    ft.check_rendering(tokenizer, fmt, messages, pieces)
-    return ft.tokenize_pieces(tokenizer, fmt, pieces)
+    examples = ft.tokenize_conversation(tokenizer, fmt, messages, check=True)
+    assert len(examples) == 1
+    return examples[0]
 
 
-def test_detected_markers_are_gemmas(fmt, tokenizer):
-    assert fmt.response_marker == "<start_of_turn>model\n"
-    assert fmt.instruction_marker == "<start_of_turn>user\n"
-    assert fmt.end_of_turn == END
-    assert fmt.end_of_turn_ids == (tokenizer.convert_tokens_to_ids(END),)
-    assert fmt.system_supported is False  # Gemma's template raises on a system role
-    assert fmt.strip_content is True  # and trims every content
+def test_detected_format_is_gemmas(fmt, tokenizer):
+    assert fmt.closing == END
+    assert fmt.closing_ids == (tokenizer.convert_tokens_to_ids(END),)
+    assert fmt.system == "folded"  # Gemma's template raises on a system role
+    assert fmt.strip_roles == {"user", "assistant"}  # and trims every content
+    assert fmt.prefix_preserving and not fmt.generation_extra and not fmt.default_system
 
 
 @pytest.mark.parametrize("name", list(CONVERSATIONS))
@@ -114,7 +115,7 @@ def test_tokens_equal_the_templates_own_tokenization(ft, tokenizer, fmt, name):
     """Tokenizing piece by piece gives the same ids as tokenizing the whole rendered text."""
     messages = CONVERSATIONS[name]
     ids, _ = prepare(ft, tokenizer, fmt, messages)
-    text = tokenizer.apply_chat_template(ft.fold_system(messages, fmt), tokenize=False)
+    text = tokenizer.apply_chat_template(fold_system(messages, fmt), tokenize=False)
     assert ids == tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
@@ -143,7 +144,7 @@ def test_matches_trl_gemma_training_template(ft, tokenizer, fmt):
     compared = 0
     for name, messages in CONVERSATIONS.items():
         ids, labels = prepare(ft, tokenizer, fmt, messages)
-        folded = ft.fold_system(messages, fmt)
+        folded = fold_system(messages, fmt)
         ref = tokenizer.apply_chat_template(
             folded, chat_template=template, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
         )
@@ -169,26 +170,22 @@ CHATML = (
 @pytest.fixture()
 def chatml_tokenizer(tokenizer):
     other = copy.deepcopy(tokenizer)
+    other.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]},
+                             replace_extra_special_tokens=False)
     other.chat_template = CHATML
     return other
 
 
-def test_markers_found_on_a_chatml_template(ft, chatml_tokenizer):
-    """A template of another family, rendered with the same tokenizer: the markers are plain text of
-    several tokens each, none a control token; content is not stripped; system is supported."""
+def test_chatml_template_on_the_same_tokenizer(ft, chatml_tokenizer):
+    """A template of another family: the header "<|im_start|>assistant\n" is several tokens, content is not
+    stripped, system is native, and the closing is the control token <|im_end|> without the newline after it."""
     tok = chatml_tokenizer
     fmt = ft.detect_chat_format(tok)
-    assert fmt.response_marker == "<|im_start|>assistant\n"
-    assert fmt.instruction_marker == "<|im_start|>user\n"
-    assert len(tok(fmt.response_marker, add_special_tokens=False)["input_ids"]) > 3
-    # No control token closes the reply, so the whole closing is trained, as the old completion-only
-    # collator did (everything up to the next instruction marker).
-    assert fmt.end_of_turn == "<|im_end|>\n"
-    assert fmt.system_supported is True and fmt.strip_content is False
+    assert fmt.closing == "<|im_end|>" and fmt.system == "native" and not fmt.strip_roles
     messages = [{"role": "system", "content": "Be terse."}] + CONVERSATIONS["whitespace"]
     ids, labels = prepare(ft, tok, fmt, messages)
     replies = [m["content"] for m in messages if m["role"] == "assistant"]
-    assert [tok.decode(s) for s in trained_spans(ids, labels)] == [r + "<|im_end|>\n" for r in replies]
+    assert [tok.decode(s) for s in trained_spans(ids, labels)] == [r + "<|im_end|>" for r in replies]
 
 
 def test_marker_tokens_differ_in_context_yet_mask_is_exact(ft, chatml_tokenizer):
@@ -198,12 +195,12 @@ def test_marker_tokens_differ_in_context_yet_mask_is_exact(ft, chatml_tokenizer)
     tok = chatml_tokenizer
     fmt = ft.detect_chat_format(tok)
     messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "\n\nreply after blank lines"}]
-    header = tok(fmt.response_marker, add_special_tokens=False)["input_ids"]
+    header = tok("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
     whole = tok(tok.apply_chat_template(messages, tokenize=False), add_special_tokens=False)["input_ids"]
     found = any(whole[i:i + len(header)] == header for i in range(len(whole)))
     assert not found, "the header's tokens should not appear as such in the whole-text tokenization"
     ids, labels = prepare(ft, tok, fmt, messages)
-    assert [tok.decode(s) for s in trained_spans(ids, labels)] == ["\n\nreply after blank lines<|im_end|>\n"]
+    assert [tok.decode(s) for s in trained_spans(ids, labels)] == ["\n\nreply after blank lines<|im_end|>"]
 
 
 def test_prepare_only_on_sample_data_trains_exactly_the_replies(small_model, tmp_path):
