@@ -17,6 +17,7 @@ contents are placeholders (private-use sentinels that no template touches):
   gpt-oss closes the final turn with <|return|>) get the fewest examples that keep every context exact.
 """
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ class UserError(Exception):
 class ChatFormat:
     """What the tokenizer's chat template does, read off probe renderings (see detect_chat_format)."""
 
-    kwargs: tuple  # CHAT_TEMPLATE_KWARGS as sorted (name, value) pairs, passed to every rendering
+    kwargs: str  # CHAT_TEMPLATE_KWARGS as JSON (hashable, for the caches), passed to every rendering
     system: str  # "native", "final user turn" (the template moves it there) or "folded" (into the first user turn)
     strip_roles: frozenset  # roles whose content the template strips of surrounding whitespace
     closing: str  # the trained closing of a reply in the probe, e.g. "<end_of_turn>"
@@ -47,7 +48,7 @@ class ChatFormat:
 
     @property
     def template_kwargs(self) -> dict:
-        return dict(self.kwargs)
+        return json.loads(self.kwargs)
 
 
 def load_chat_template(tokenizer, path: str) -> None:
@@ -330,7 +331,7 @@ def detect_chat_format(tokenizer, kwargs: dict | None = None, stop_ids=()) -> Ch
         if padded not in render(tokenizer, messages, kwargs, add_generation_prompt=True):
             strip_roles.add(role)
     control = control_token_ids(tokenizer)
-    draft = ChatFormat(tuple(sorted(kwargs.items())), system, frozenset(strip_roles), "", (), True, "", "", "",
+    draft = ChatFormat(json.dumps(kwargs, sort_keys=True), system, frozenset(strip_roles), "", (), True, "", "", "",
                        stop_ids)
     fmt_key = (id(tokenizer), tokenizer.chat_template, draft.kwargs, stop_ids)
     roles = ("system",) * (system != "folded") + tuple(probe)

@@ -208,9 +208,9 @@ def test_system_prompt_is_folded_when_the_template_rejects_it(chat, tokenizer):
                     "<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n")
     assert history[0]["content"] == "Hi", "the caller's history must not be changed"
     with_system = copy.copy(tokenizer)  # the template is an attribute of the copy; the original keeps Gemma's
-    with_system.chat_template = ("{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{% endfor %}"
+    with_system.chat_template = ("{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}<eos>{% endfor %}"
                                  "{% if add_generation_prompt %}[assistant]{% endif %}")
-    assert chat.render_prompt(with_system, history[:1], system="S") == "[system]S[user]Hi[assistant]"
+    assert chat.render_prompt(with_system, history[:1], system="S") == "[system]S<eos>[user]Hi<eos>[assistant]"
 
 
 def test_chat_refuses_folder_without_adapter_or_model(tmp_path):

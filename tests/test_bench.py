@@ -60,3 +60,17 @@ def test_prepare_speed_smoke(small_model, tmp_path):
     assert check["same_tokens"] and report["trl"]["sample_same_input_ids"] == report["trl"]["sample_size"] == 300
     assert check["difference_is_one_newline_per_reply"]
     assert check["trained_token_difference"] == check["assistant_replies"] > 0
+
+
+def test_split_cost_smoke(small_model, tmp_path):
+    """bench/split_cost.py on 200 conversations: Qwen2.5's template gives one example per conversation, Qwen3's one
+    per reply, so more examples and more tokens for the same conversations."""
+    out = tmp_path / "split.json"
+    run_bench("split_cost.py", "--n", "200", "--out", str(out))
+    report = json.loads(out.read_text())
+    preserving, split = report["results"]["qwen2_5"], report["results"]["qwen3"]
+    assert preserving["prefix_preserving"] and not split["prefix_preserving"]
+    assert preserving["examples"] == 200 < split["examples"]
+    assert split["tokens"] > preserving["tokens"] and report["ratio"]["tokens"] > 1
+    extra = split["split_stats"]["extra examples: replies kept in their inference context"]
+    assert split["examples"] == 200 + extra

@@ -49,7 +49,8 @@ def test_run_reports_cpu_fallback_and_markers(trained):
     _, result = trained
     warnings = [line for line in result.stdout.splitlines() if line.startswith("WARNING:")]
     assert len(warnings) == 1 and "CUDA" in warnings[0]
-    assert "role markers: assistant '<start_of_turn>model\\n'" in result.stdout
+    assert "trained closing of each reply: '<end_of_turn>'" in result.stdout
+    assert "system messages: folded into the first user turn" in result.stdout
     assert "step    30/30" in result.stdout
 
 
