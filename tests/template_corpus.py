@@ -22,6 +22,7 @@ CORPUS = {
     "llama3_1": (TRL_TEMPLATES / "llama3_1.jinja", "<|begin_of_text|>", "<|eot_id|>"),
     "llama3_2": (TRL_TEMPLATES / "llama3_2.jinja", "<|begin_of_text|>", "<|eot_id|>"),
     "mistral_v0_1": (OWN_TEMPLATES / "mistral_v0_1.jinja", "<s>", "</s>"),
+    "mistral_v3": (OWN_TEMPLATES / "mistral_v3_large_2407.jinja", "<s>", "</s>"),
     "mistral_nemo": (OWN_TEMPLATES / "mistral_nemo_2407.jinja", "<s>", "</s>"),
     "mistral_v7": (OWN_TEMPLATES / "mistral_v7_large_2411.jinja", "<s>", "</s>"),
     "qwen1_5": (OWN_TEMPLATES / "qwen1_5.jinja", None, "<|im_end|>"),

@@ -123,7 +123,7 @@ def test_every_reply_trained_once_in_its_inference_context(ft, corpus_tokenizer,
         assert set(counts.values()) == {1}, counts
 
 
-SPLIT = {"qwen3", "qwen3_5_think", "qwen3_5_nothink", "gpt_oss", "mistral_nemo"}
+SPLIT = {"qwen3", "qwen3_5_think", "qwen3_5_nothink", "gpt_oss", "mistral_nemo", "mistral_v3"}
 
 
 @pytest.mark.parametrize("name", sorted(SPLIT))
