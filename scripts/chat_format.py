@@ -188,8 +188,9 @@ def _turn(tokenizer, fmt_key, roles: tuple, i: int, kwargs: dict, control: froze
 def _plan(tokenizer, fmt: ChatFormat, roles: tuple, trained: tuple):
     """The examples that train the `trained` replies of a conversation with these roles, in sentinel space.
 
-    Each is (text, spans): a rendering of the conversation through one reply, and the character spans trained
-    in it. A reply is trained in an example only where the text before it is exactly its inference context.
+    Each is (segments, index of its last reply, that reply's _Turn): the example's text through one reply, cut
+    into template text and message contents, each marked trained or not. A reply is trained in an example only
+    where the text before it is exactly its inference context.
     Greedy from the last reply: the rendering through the last untrained-yet reply trains every earlier one
     it keeps in context, which gives one example for a prefix-preserving template."""
     key = (id(tokenizer), tokenizer.chat_template, fmt, roles, trained)
