@@ -74,3 +74,17 @@ def test_split_cost_smoke(small_model, tmp_path):
     assert split["tokens"] > preserving["tokens"] and report["ratio"]["tokens"] > 1
     extra = split["split_stats"]["extra examples: replies kept in their inference context"]
     assert split["examples"] == 200 + extra
+
+
+def test_cpu_train_smoke(small_model, tmp_path):
+    """bench/cpu_train.py with two short variants: both run the real script; bf16's losses follow fp32's."""
+    out = tmp_path / "cpu.json"
+    run_bench("cpu_train.py", "--steps", "2", "--batch_size", "1", "--max_seq_length", "128",
+              "--variants", "fp32 checkpointing,bf16 checkpointing", "--out", str(out))
+    report = json.loads(out.read_text())
+    fp32, bf16 = report["results"]["fp32 checkpointing"], report["results"]["bf16 checkpointing"]
+    assert fp32["precision"] == "fp32" and bf16["precision"] == "bf16"
+    assert fp32["steps"] == bf16["steps"] == 2
+    for a, b in zip(fp32["losses"], bf16["losses"]):
+        assert abs(a - b) < 0.03 * a, (fp32["losses"], bf16["losses"])
+    assert 0 < bf16["peak_memory_gib"] and fp32["tokens_per_s"] > 0 and bf16["tokens_per_s"] > 0

@@ -45,10 +45,11 @@ def trained(small_model, tmp_path_factory):
     return root / "run", result
 
 
-def test_run_reports_cpu_fallback_and_markers(trained):
+def test_run_reports_cpu_fallback_and_markers(trained, ft):
     _, result = trained
     warnings = [line for line in result.stdout.splitlines() if line.startswith("WARNING:")]
     assert len(warnings) == 1 and "CUDA" in warnings[0]
+    assert ("bfloat16" if ft.cpu_has_native_bf16() else "float32") in warnings[0]  # bf16 where the CPU has it
     assert "trained closing of each reply: '<end_of_turn>'" in result.stdout
     assert "system messages: folded into the first user turn" in result.stdout
     assert "step    30/30" in result.stdout
@@ -71,6 +72,7 @@ def test_outputs_are_complete(trained, small_model):
         assert (run_dir / name).exists(), name
     samples = (run_dir / "samples.md").read_text()
     assert samples.count("**Before training:**") == 1 and f"**After training:** {REPLY}" in samples
+    assert "stopped at the end of turn" in samples
     config = json.loads((run_dir / "training_config.json").read_text())
     assert config["MAX_STEPS"] == 30 and config["MODEL_NAME"] == str(small_model)
     from transformers import AutoTokenizer, GenerationConfig
@@ -79,6 +81,18 @@ def test_outputs_are_complete(trained, small_model):
     assert tokenizer.chat_template and "<start_of_turn>" in tokenizer.chat_template
     end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
     assert end_of_turn in GenerationConfig.from_pretrained(run_dir).eos_token_id
+
+
+def test_stop_rate_is_measured_before_and_after(trained):
+    """Every run with an eval set answers its held-out prompts before and after training and reports how many
+    replies stop on their own: here the replies were learned, so they all stop and open like the references."""
+    run_dir, result = trained
+    report = json.loads((run_dir / "replies.json").read_text())
+    assert report["prompts"] == 6  # eval_fraction 0.1 of 60 conversations
+    assert report["after"]["stop_rate"] == 1.0 and report["after"]["same_opening"] == 1.0
+    assert report["after"]["mean_tokens"] == pytest.approx(report["reference_mean_tokens"], abs=2)
+    assert report["before"]["same_opening"] < 1.0  # the base model did not know the pattern
+    assert "stopped at the end of turn" in result.stdout
 
 
 def test_adapter_loads_and_stops_at_end_of_turn(trained, small_model):
@@ -113,6 +127,13 @@ def test_overrides_are_strict(ft):
         ft.parse_overrides(["--prepare_only=1"], ft.CONFIG)
     with pytest.raises(ft.UserError, match="train_on"):
         ft.parse_overrides(["--train_on=first"], ft.CONFIG)
+    assert ft.parse_overrides(["--precision=fp32"], ft.CONFIG)["PRECISION"] == "fp32"
+    with pytest.raises(ft.UserError, match="precision='fp16' is not one of"):
+        ft.parse_overrides(["--precision=fp16"], ft.CONFIG)
+    kwargs = ft.parse_overrides(["--chat_template_kwargs={'enable_thinking': False}"], ft.CONFIG)
+    assert kwargs["CHAT_TEMPLATE_KWARGS"] == {"enable_thinking": False}
+    with pytest.raises(ft.UserError, match="--chat_template_kwargs=yes: expected dict"):
+        ft.parse_overrides(["--chat_template_kwargs=yes"], ft.CONFIG)
 
 
 def test_bad_override_stops_without_traceback(tmp_path):

@@ -70,7 +70,8 @@ def _run(cmd: list[str], timeout: float = RUN_TIMEOUT) -> subprocess.CompletedPr
 def _overrides(small_model: Path, data: Path, out: Path, batch_size: int) -> list[str]:
     return [f"--model_name={small_model}", f"--data_path={data}", f"--output_dir={out}", "--run_name=r",
             "--max_steps=2", f"--batch_size={batch_size}", "--gradient_accumulation_steps=1", "--logging_steps=1",
-            "--save_steps=0", "--preview_examples=0", f"--learning_rate={LEARNING_RATE}", "--lora_dropout=0.0"]
+            "--save_steps=0", "--preview_examples=0", f"--learning_rate={LEARNING_RATE}", "--lora_dropout=0.0",
+            "--precision=fp32"]  # 2 x batch 1 against 1 x batch 2 is an exactness check: no bf16 rounding
 
 
 def _finished(result: subprocess.CompletedProcess, out: Path) -> Path:

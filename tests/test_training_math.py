@@ -500,7 +500,7 @@ def test_gradient_accumulation_matches_one_big_batch(ft, tokenizer, gemma2_folde
     common = [f"--model_name={gemma2_folder}", f"--data_path={data}", f"--output_dir={tmp_path / 'out'}",
               "--max_steps=1", "--lora_dropout=0.0", "--warmup_ratio=0.0", "--max_grad_norm=0.0",
               "--lr_scheduler=constant", "--logging_steps=1", "--save_steps=0", "--preview_examples=0",
-              "--max_seq_length=256"]
+              "--max_seq_length=256", "--precision=fp32"]  # exactness checks: no bf16 rounding
     runs = {}
     for name, batch_size, accumulation in (("batch4", 4, 1), ("accum4x1", 1, 4)):
         captured.clear()
@@ -549,7 +549,8 @@ def script_runs(gemma2_folder, small_model, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("script-runs")
     data = tmp / "data.json"
     data.write_text(json.dumps(CONVS_GA))  # 4 examples: 2 steps of batch 2
-    common = [f"--data_path={data}", f"--output_dir={tmp / 'out'}", "--preview_examples=0", "--max_seq_length=256"]
+    common = [f"--data_path={data}", f"--output_dir={tmp / 'out'}", "--preview_examples=0", "--max_seq_length=256",
+              "--precision=fp32"]  # exactness checks: no bf16 rounding
     same_steps = ["--max_steps=2", "--batch_size=4", "--gradient_accumulation_steps=1", "--lora_dropout=0.0",
                   "--warmup_ratio=0.0", "--logging_steps=1", "--save_steps=0"]
     runs = {
