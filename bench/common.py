@@ -45,3 +45,14 @@ def versions(packages: tuple[str, ...]) -> dict:
         except importlib.metadata.PackageNotFoundError:
             out[name] = None
     return out
+
+
+def write_results(record: dict, out: str, name: str) -> str:
+    """Write a benchmark's record as JSON to `out`, or to bench/results/<name>-<cpu>-<date>.json; print the path."""
+    import json
+
+    path = Path(out) if out else RESULTS / f"{name}-{slug(cpu_name())}-{record['date']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1))
+    print(f"wrote {path}")
+    return str(path)

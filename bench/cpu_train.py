@@ -11,7 +11,6 @@ that the bf16 loss curve can be compared with fp32's. The figures go to bench/re
 
 import argparse
 import datetime
-import json
 import os
 import re
 import statistics
@@ -19,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 
-from common import RESULTS, ROOT, SCRIPT, cpu_name, slug, versions
+from common import ROOT, SCRIPT, cpu_name, versions, write_results
 
 STEP = re.compile(r"step\s+(\d+)/\d+ \| loss ([\d.]+) \| lr \S+ \| ([\d,]+) tok/s \| mem ([\d.]+) GiB")
 VARIANTS = {"fp32 checkpointing": ("fp32", True), "fp32 no-checkpointing": ("fp32", False),
@@ -61,11 +60,7 @@ def main():
     record = {"benchmark": "cpu_train", "cpu": cpu_name(), "cores": os.cpu_count(),
               "date": datetime.date.today().isoformat(), "settings": extra + [f"--max_steps={args.steps}"],
               "results": results, "versions": versions(("torch", "transformers", "trl", "peft"))}
-    out = args.out or str(RESULTS / f"cpu-train-{slug(cpu_name())}-{record['date']}.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(record, f, indent=1)
-    print(f"wrote {out}")
+    write_results(record, args.out, "cpu-train")
 
 
 if __name__ == "__main__":

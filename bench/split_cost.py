@@ -14,12 +14,11 @@ preparation time of each; the figures go to bench/results/split-cost-<cpu>-<date
 
 import argparse
 import datetime
-import json
 import os
 import sys
 import time
 
-from common import RESULTS, ROOT, cpu_name, load_script, slug, versions
+from common import ROOT, cpu_name, load_script, versions, write_results
 from prepare_speed import synthesise, token_totals
 
 sys.path.insert(0, str(ROOT / "tests"))
@@ -62,11 +61,7 @@ def main():
     record = {"benchmark": "split_cost", "cpu": cpu_name(), "cores": os.cpu_count(), "n": args.n,
               "date": datetime.date.today().isoformat(), "results": results, "ratio": ratio,
               "versions": versions(("datasets", "transformers", "tokenizers"))}
-    out = args.out or str(RESULTS / f"split-cost-{slug(cpu_name())}-{record['date']}.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(record, f, indent=1)
-    print(f"wrote {out}")
+    write_results(record, args.out, "split-cost")
 
 
 if __name__ == "__main__":

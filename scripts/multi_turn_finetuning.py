@@ -16,13 +16,11 @@ import json
 import math
 import os
 import random
-import re
 import shutil
 import sys
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # chat_format.py, shared with chat.py
@@ -759,8 +757,6 @@ class ProgressPrinter:
         self.last_time, self.last_tokens = time.time(), 0
 
     def on_log(self, state, logs: dict):
-        import torch
-
         record = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
