@@ -1,4 +1,6 @@
-"""Benchmark: the CPU training step of the real script, fp32 against bf16, activation checkpointing on and off.
+"""Benchmark: the CPU training step of the real script, fp32 against bf16, activation checkpointing on and off,
+and the cost of training the control tokens' embedding rows (TRAIN_CONTROL_TOKENS, which the small base model
+triggers).
 
     python bench/cpu_train.py                 # 10 steps per variant on the sample data, the quick start's settings
     python bench/cpu_train.py --steps 3       # smoke run
@@ -21,21 +23,25 @@ import tempfile
 from common import ROOT, SCRIPT, cpu_name, versions, write_results
 
 STEP = re.compile(r"step\s+(\d+)/\d+ \| loss ([\d.]+) \| lr \S+ \| ([\d,]+) tok/s \| mem ([\d.]+) GiB")
-VARIANTS = {"fp32 checkpointing": ("fp32", True), "fp32 no-checkpointing": ("fp32", False),
-            "bf16 checkpointing": ("bf16", True), "bf16 no-checkpointing": ("bf16", False)}
+# name -> (precision, activation checkpointing, control-token rows trained)
+VARIANTS = {"fp32 checkpointing": ("fp32", True, False), "fp32 no-checkpointing": ("fp32", False, False),
+            "bf16 checkpointing": ("bf16", True, False), "bf16 no-checkpointing": ("bf16", False, False),
+            "bf16 checkpointing control-token rows": ("bf16", True, True)}
 
 
-def run(precision: str, checkpointing: bool, steps: int, extra: list, work: str) -> dict:
+def run(precision: str, checkpointing: bool, token_rows: bool, steps: int, extra: list, work: str) -> dict:
     args = [sys.executable, str(SCRIPT), f"--model_name={ROOT / 'models' / 'gemma-3-270m'}", f"--max_steps={steps}",
             "--logging_steps=1", "--save_steps=0", "--eval_fraction=0.0", f"--precision={precision}",
-            f"--gradient_checkpointing={checkpointing}", f"--output_dir={work}", *extra]
+            f"--gradient_checkpointing={checkpointing}", f"--train_control_tokens={token_rows}", f"--output_dir={work}",
+            *extra]
     result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"})
     if result.returncode != 0:
         raise SystemExit(result.stdout[-2000:] + result.stderr[-2000:])
     rows = [m.groups() for m in STEP.finditer(result.stdout)]
     rates = [float(r[2].replace(",", "")) for r in rows]
-    return {"precision": precision, "gradient_checkpointing": checkpointing, "steps": len(rows),
+    return {"precision": precision, "gradient_checkpointing": checkpointing, "control_token_rows": token_rows,
+            "steps": len(rows),
             "tokens_per_s": statistics.median(rates[2:] or rates), "peak_memory_gib": float(rows[-1][3]),
             "losses": [float(r[1]) for r in rows]}
 

@@ -95,6 +95,8 @@ def load(path: Path, base: str | None = None, log=None) -> tuple:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, path)
+        if not info["qlora"]:  # merged: generation at the base model's speed; a 4-bit base would be rounded
+            model = model.merge_and_unload()
     if cuda and "device_map" not in kwargs:
         model = model.to("cuda")
     model.eval()

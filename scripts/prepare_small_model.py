@@ -1,4 +1,4 @@
-"""Build a small, real Gemma model folder for machines without a GPU or hub access.
+"""Build a small, real Gemma model folder: the README's quick start and the tests train it, with no hub access.
 
     python scripts/prepare_small_model.py            # writes models/gemma-3-270m (once)
 

@@ -25,12 +25,14 @@ CORPUS = {
     "mistral_v3": (OWN_TEMPLATES / "mistral_v3_large_2407.jinja", "<s>", "</s>"),
     "mistral_nemo": (OWN_TEMPLATES / "mistral_nemo_2407.jinja", "<s>", "</s>"),
     "mistral_v7": (OWN_TEMPLATES / "mistral_v7_large_2411.jinja", "<s>", "</s>"),
+    "mistral_small_3_1": (OWN_TEMPLATES / "mistral_small_3_1.jinja", "<s>", "</s>"),
     "qwen1_5": (OWN_TEMPLATES / "qwen1_5.jinja", None, "<|im_end|>"),
     "qwen2_5": (TRL_TEMPLATES / "qwen2_5.jinja", None, "<|im_end|>"),
     "qwen3": (TRL_TEMPLATES / "qwen3.jinja", None, "<|im_end|>"),
     "qwen3_instruct_2507": (TRL_TEMPLATES / "qwen3_instruct_2507.jinja", None, "<|im_end|>"),
     "qwen3_5_think": (TRL_TEMPLATES / "qwen3_5_think.jinja", None, "<|im_end|>"),
     "qwen3_5_nothink": (TRL_TEMPLATES / "qwen3_5_nothink.jinja", None, "<|im_end|>"),
+    "smollm3": (OWN_TEMPLATES / "smollm3.jinja", None, "<|im_end|>"),
     "phi3": (TRL_TEMPLATES / "phi3.jinja", "<s>", "<|endoftext|>"),
     "phi3_5": (TRL_TEMPLATES / "phi3_5.jinja", "<s>", "<|endoftext|>"),
     "phi3_mini_original": (OWN_TEMPLATES / "phi3_mini_original.jinja", "<s>", "<|endoftext|>"),
@@ -56,7 +58,7 @@ CORPUS = {
 # tool tags of Qwen, DeepSeek and others, XML-ish tags written as text.
 NOT_SPECIAL = {"<think>", "</think>", "<tool_call>", "</tool_call>", "<tools>", "</tools>", "<tool_response>",
                "</tool_response>", "<results>", "</results>", "<co>", "</co>", "<function-name>",
-               "<args-json-object>", "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>"}
+               "<args-json-object>", "<code>", "</code>", "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>"}
 _CONTROL_RE = re.compile(r"<\|[^|\s'\"]{1,40}\|>|<｜[^｜]{1,40}｜>|\[/?[A-Z_]{2,30}\]|</?s>|<[a-z_]{2,30}>|<\|[a-z_]+>|<[a-z_]+\|>|<<SYS>>|<</SYS>>")
 
 

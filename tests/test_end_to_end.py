@@ -136,6 +136,42 @@ def test_overrides_are_strict(ft):
         ft.parse_overrides(["--chat_template_kwargs=yes"], ft.CONFIG)
 
 
+def test_auto_or_bool_settings_take_all_three(ft):
+    for value, expected in (("auto", "auto"), ("True", True), ("False", False)):
+        assert ft.parse_overrides([f"--train_control_tokens={value}"], ft.CONFIG)["TRAIN_CONTROL_TOKENS"] == expected
+        assert ft.parse_overrides([f"--padding_free={value}"], ft.CONFIG)["PADDING_FREE"] == expected
+    with pytest.raises(ft.UserError, match="train_control_tokens='yes' is not one of"):
+        ft.parse_overrides(["--train_control_tokens=yes"], ft.CONFIG)
+
+
+def test_config_file_sets_constants_in_order(ft, tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"max_steps": 7, "LEARNING_RATE": 1, "chat_template_kwargs": {"enable_thinking": False},
+                                "train_control_tokens": False}))
+    cfg = ft.parse_overrides([f"--config={path}", "--max_steps=9"], ft.CONFIG)
+    assert cfg["MAX_STEPS"] == 9 and cfg["LEARNING_RATE"] == 1.0  # a later flag wins; an int is a valid float
+    assert cfg["CHAT_TEMPLATE_KWARGS"] == {"enable_thinking": False} and cfg["TRAIN_CONTROL_TOKENS"] is False
+    assert ft.parse_overrides(["--max_steps=9", f"--config={path}"], ft.CONFIG)["MAX_STEPS"] == 7
+    path.write_text(json.dumps({"max_stepz": 7}))
+    with pytest.raises(ft.UserError, match=r"unknown setting 'max_stepz' in .*run.json \(did you mean .*--max_steps"):
+        ft.parse_overrides([f"--config={path}"], ft.CONFIG)
+    path.write_text(json.dumps({"batch_size": "2"}))
+    with pytest.raises(ft.UserError, match=r"'batch_size': \"2\" in .*run.json: expected int"):
+        ft.parse_overrides([f"--config={path}"], ft.CONFIG)
+    path.write_text("{'max_steps': 7}")
+    with pytest.raises(ft.UserError, match="not valid JSON"):
+        ft.parse_overrides([f"--config={path}"], ft.CONFIG)
+    with pytest.raises(ft.UserError, match="cannot read it"):
+        ft.parse_overrides([f"--config={tmp_path / 'missing.json'}"], ft.CONFIG)
+
+
+def test_a_runs_training_config_repeats_it(ft, trained):
+    """training_config.json holds every constant as used: given back with --config, it sets them all again."""
+    run_dir, _ = trained
+    saved = json.loads((run_dir / "training_config.json").read_text())
+    assert ft.parse_overrides([f"--config={run_dir / 'training_config.json'}"], ft.CONFIG) == saved
+
+
 def test_bad_override_stops_without_traceback(tmp_path):
     result = run_script("--lora_rank=8", f"--output_dir={tmp_path}")
     assert result.returncode != 0
@@ -149,3 +185,47 @@ def test_hub_token_is_never_printed_or_saved(trained):
     for path in run_dir.rglob("*"):
         if path.is_file():
             assert FAKE_TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_control_token_row_is_trained_where_the_base_model_never_learned_it(ft, trained, small_model):
+    """The base model gives <end_of_turn> almost no probability where replies end, so "auto" trains its embedding
+    row (tied to the LM head) with the adapter. After training the merged model gives it a high probability there,
+    and "auto" would find nothing left to train."""
+    import datasets
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from chat_format import detect_chat_format
+
+    run_dir, result = trained
+    tokenizer = AutoTokenizer.from_pretrained(run_dir)
+    end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
+    assert json.loads((run_dir / "adapter_config.json").read_text())["trainable_token_indices"] == [end_of_turn]
+    assert "control tokens: <end_of_turn> (p=" in result.stdout
+    fmt = detect_chat_format(tokenizer)
+    rows = [ex for messages in pattern_data(6, seed=7) for ex in ft.tokenize_conversation(tokenizer, fmt, messages)]
+    dataset = datasets.Dataset.from_dict({"input_ids": [r[0] for r in rows], "labels": [r[1] for r in rows]})
+    assert ft.generated_control_tokens(tokenizer, dataset) == [end_of_turn]
+    base = AutoModelForCausalLM.from_pretrained(small_model, dtype=torch.float32)
+    before = ft.token_probabilities(base, dataset, [end_of_turn])[end_of_turn]
+    merged = PeftModel.from_pretrained(base, run_dir).merge_and_unload()
+    after = ft.token_probabilities(merged, dataset, [end_of_turn])[end_of_turn]
+    assert before < ft.UNLEARNED < 0.5 < after, (before, after)
+
+
+def test_replies_come_back_in_the_order_of_the_prompts(ft, small_model):
+    """generate_replies batches prompts by length; each reply must still be the one its own prompt gets alone."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from chat_format import detect_chat_format
+
+    tokenizer = AutoTokenizer.from_pretrained(small_model)
+    fmt = detect_chat_format(tokenizer)
+    model = AutoModelForCausalLM.from_pretrained(small_model, dtype=torch.float32).eval()
+    prompts = [[{"role": "user", "content": text}] for text in
+               ("Name a colour. " * 30, "Hi", "What is the capital of France? " * 8, "Count to three.")]
+    stop = [tokenizer.convert_tokens_to_ids("<end_of_turn>")]
+    alone = [ft.generate_replies(model, tokenizer, fmt, [p], stop, 6)[0] for p in prompts]
+    for tokens in (64, 100_000):  # one prompt per batch, then all in one batch
+        assert ft.generate_replies(model, tokenizer, fmt, prompts, stop, 6, batch_tokens=tokens) == alone
+    assert len({r["text"] for r in alone}) > 1  # the prompts get different replies, so order is visible

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from chat_format import UserError, detect_chat_format, fold_system, render
+from chat_format import UserError, describe, detect_chat_format, fold_system, render
 from conftest import run_script
 from template_corpus import CORPUS, TRL_TEMPLATES, template_tokenizer
 
@@ -194,6 +194,27 @@ def test_template_kwargs_reach_every_rendering(ft, corpus_tokenizer):
     assert tok.decode([t for t, x in zip(ids, labels) if x != IGNORE]).startswith("<think>")
 
 
+def test_smollm3_no_think_prompt_holds_the_empty_think_block(ft, corpus_tokenizer):
+    """SmolLM3 with enable_thinking=False opens every reply with an empty think block, and so does its generation
+    prompt: the block is context, and only the reply and <|im_end|> are trained."""
+    tok = corpus_tokenizer("smollm3")
+    fmt = detect_chat_format(tok, {"enable_thinking": False})
+    messages = CONVERSATIONS["one exchange"]
+    check_conversation(ft, tok, fmt, messages)
+    ids, labels = ft.tokenize_conversation(tok, fmt, messages)[0]
+    assert tok.decode([t for t, x in zip(ids, labels) if x != IGNORE]) == "In short: 7.<|im_end|>"
+    assert "<think>\n\n</think>\n" in tok.decode(ids)
+
+
+def test_default_system_prompts_are_named(corpus_tokenizer):
+    """Mistral Small 3.1 and SmolLM3 write a long system prompt of their own, with today's date, when the data has
+    none: the summary says so."""
+    mistral = describe(detect_chat_format(corpus_tokenizer("mistral_small_3_1")))
+    assert any("writes its own: 'You are Mistral Small 3" in line for line in mistral), mistral
+    smol = describe(detect_chat_format(corpus_tokenizer("smollm3")))
+    assert any("named SmolLM" in line for line in smol) and any("Today Date:" in line for line in smol), smol
+
+
 def test_a_template_that_raises_gives_one_clear_error(corpus_tokenizer):
     """A template that needs inputs plain chat cannot give (here: it iterates over `tools`, as Command-R's
     tool-use template does) stops with the template's own message, no traceback."""
@@ -212,6 +233,8 @@ TRL_TRAINING = {"gemma2": "gemma_training", "gemma3": "gemma3_training", "llama3
                 "deepseek_r1_distill": "deepseek_r1_distill_training", "gpt_oss": "gptoss_training",
                 "cohere2": "cohere2_training", "qwen3_instruct_2507": "qwen3_instruct_2507_training",
                 "glm4_moe": "glm4moe_training", "lfm2": "lfm2_training"}
+REFERENCES = {name: TRL_TEMPLATES / f"{training}.jinja" for name, training in TRL_TRAINING.items()}
+REFERENCES["smollm3"] = CORPUS["smollm3"][0]  # SmolLM3's own template carries {% generation %} tags
 # Where TRL's training variant trains more than the reply and its closing: the template's whitespace after the
 # closing ("<end_of_turn>\n", "<|im_end|>\n", "<|end|>\n" and Phi-3's final "<|endoftext|>"), which generation never
 # produces since it stops first; and the role header (DeepSeek's <｜Assistant｜>, gpt-oss's "<|start|>assistant"),
@@ -230,11 +253,11 @@ def runs(positions):
     return out
 
 
-@pytest.mark.parametrize("name", sorted(TRL_TRAINING))
+@pytest.mark.parametrize("name", sorted(REFERENCES))
 def test_agrees_with_trl_generation_tagged_templates(ft, corpus_tokenizer, name):
     tok = corpus_tokenizer(name)
     fmt = detect_chat_format(tok)
-    reference = (TRL_TEMPLATES / f"{TRL_TRAINING[name]}.jinja").read_text()
+    reference = REFERENCES[name].read_text()
     control = set(tok.all_special_ids) | {i for i, t in tok.added_tokens_decoder.items() if t.special}
     probe = [{"role": "user", "content": "x"}]
     opening = tok.decode(tok(render(tok, probe, {}, add_generation_prompt=True)[len(render(tok, probe, {})):],
@@ -264,7 +287,7 @@ def test_agrees_with_trl_generation_tagged_templates(ft, corpus_tokenizer, name)
                 else:  # before our reply: part of the assistant header, which the prompt at inference ends with
                     assert run[-1] + 1 < len(ids) and ours[run[-1] + 1] and text in opening, (name, text)
             compared += 1
-    if name in {"gemma2", "gemma3", "llama3", "qwen2_5", "phi3", "phi3_5", "cohere2", "lfm2", "deepseek_v3"}:
+    if name in {"gemma2", "gemma3", "llama3", "qwen2_5", "phi3", "phi3_5", "cohere2", "lfm2", "deepseek_v3", "smollm3"}:
         # all but the conversation whose text holds markup: apply_chat_template tokenizes that markup into control
         # tokens, which our preparation never does, so the token ids differ there
         assert compared >= len(CONVERSATIONS) - 1, compared
