@@ -730,10 +730,11 @@ def control_tokens_to_train(model, tokenizer, train_set, cfg: dict, state, log) 
     ids = generated_control_tokens(tokenizer, train_set)
     if not ids:
         return {}
-    if state.num_processes > 1:  # the probe and the tied rows need the whole model in one process
+    # The probe and the tied rows need the whole model in every process: DDP has it, FSDP and DeepSpeed shard it.
+    if any(os.environ.get(f"ACCELERATE_USE_{engine}", "").lower() == "true" for engine in ("FSDP", "DEEPSPEED")):
         if cfg["TRAIN_CONTROL_TOKENS"] is True:
-            raise UserError("train_control_tokens=True needs a single process (not FSDP or DeepSpeed); "
-                            "set it to False or 'auto', which skips it there")
+            raise UserError("train_control_tokens=True does not work with FSDP or DeepSpeed, which shard the "
+                            "embedding; set it to False, or 'auto', which skips it there")
         return {}
     if not getattr(model, "is_quantized", False):
         model.to(state.device)  # where the trainer would put it
