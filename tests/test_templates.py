@@ -180,30 +180,29 @@ def test_no_closing_after_the_final_reply(ft, corpus_tokenizer):
     assert tok.decode([t for t, x in zip(ids, labels) if x != IGNORE]) == "In short: 7.<|im_end|>"
 
 
-def test_template_kwargs_reach_every_rendering(ft, corpus_tokenizer):
-    """CHAT_TEMPLATE_KWARGS: Qwen3 with enable_thinking=False puts the empty think block in the prompt, so only
-    the reply and its closing are trained."""
-    tok = corpus_tokenizer("qwen3")
+def trained_without_thinking(ft, tok) -> tuple[str, str]:
+    """The trained text and the whole example of one exchange rendered with enable_thinking=False (checked)."""
     fmt = detect_chat_format(tok, {"enable_thinking": False})
     messages = CONVERSATIONS["one exchange"]
     check_conversation(ft, tok, fmt, messages)
     ids, labels = ft.tokenize_conversation(tok, fmt, messages)[0]
-    assert tok.decode([t for t, x in zip(ids, labels) if x != IGNORE]) == "In short: 7.<|im_end|>"
-    thinking = detect_chat_format(tok)
-    ids, labels = ft.tokenize_conversation(tok, thinking, messages)[0]
+    return tok.decode([t for t, x in zip(ids, labels) if x != IGNORE]), tok.decode(ids)
+
+
+def test_template_kwargs_reach_every_rendering(ft, corpus_tokenizer):
+    """CHAT_TEMPLATE_KWARGS: Qwen3 with enable_thinking=False puts the empty think block in the prompt, so only
+    the reply and its closing are trained."""
+    tok = corpus_tokenizer("qwen3")
+    assert trained_without_thinking(ft, tok)[0] == "In short: 7.<|im_end|>"
+    ids, labels = ft.tokenize_conversation(tok, detect_chat_format(tok), CONVERSATIONS["one exchange"])[0]
     assert tok.decode([t for t, x in zip(ids, labels) if x != IGNORE]).startswith("<think>")
 
 
 def test_smollm3_no_think_prompt_holds_the_empty_think_block(ft, corpus_tokenizer):
     """SmolLM3 with enable_thinking=False opens every reply with an empty think block, and so does its generation
     prompt: the block is context, and only the reply and <|im_end|> are trained."""
-    tok = corpus_tokenizer("smollm3")
-    fmt = detect_chat_format(tok, {"enable_thinking": False})
-    messages = CONVERSATIONS["one exchange"]
-    check_conversation(ft, tok, fmt, messages)
-    ids, labels = ft.tokenize_conversation(tok, fmt, messages)[0]
-    assert tok.decode([t for t, x in zip(ids, labels) if x != IGNORE]) == "In short: 7.<|im_end|>"
-    assert "<think>\n\n</think>\n" in tok.decode(ids)
+    trained, example = trained_without_thinking(ft, corpus_tokenizer("smollm3"))
+    assert trained == "In short: 7.<|im_end|>" and "<think>\n\n</think>\n" in example
 
 
 def test_default_system_prompts_are_named(corpus_tokenizer):
