@@ -24,6 +24,10 @@ from pathlib import Path
 
 _SENTINEL = "\ue000{}\ue001"  # private-use characters: never in real text, never touched by a template
 _SENTINEL_RE = re.compile("\ue000(\\d+)\ue001")
+_REASONING = 1_000_000  # sentinel numbers from here on stand for a message's reasoning: message n - _REASONING
+REASONING_FIELDS = ("reasoning_content", "reasoning", "thinking")  # where templates read an assistant's reasoning
+_TEMPLATE_KEYS = {"role", "content", "tool_calls", "tool_call_id", "name", *REASONING_FIELDS}
+_CACHE_LIMIT = 50_000  # entries per cache: agent data makes almost every conversation's shape new
 
 
 class UserError(Exception):
@@ -45,6 +49,10 @@ class ChatFormat:
     default_system: str  # text the template writes when no system message is given (Qwen2.5's "You are Qwen...")
     system_addition: str  # prose the template adds to every system turn (Llama 3.1's date header)
     stop_ids: tuple = ()  # the model's own stop tokens (tokenizer eos, generation config eos)
+    reasoning_field: str = ""  # the message field the template renders reasoning from ("" = none renders)
+    renders_tools: bool = False  # the template shows tool definitions given as tools=
+    renders_tool_calls: bool = False  # the template shows an assistant message's tool_calls
+    tool_results_json: bool = False  # the template writes a tool result as a JSON string (quoted, escaped)
 
     @property
     def template_kwargs(self) -> dict:
@@ -64,10 +72,11 @@ def load_chat_template(tokenizer, path: str) -> None:
 
 
 def render(tokenizer, messages: list[dict], kwargs: dict, add_generation_prompt: bool = False) -> str:
-    """The template's text for these messages. A template error becomes one UserError quoting its message."""
+    """The template's text for these messages (in the template's own fields, see template_message). A template
+    error becomes one UserError quoting its message."""
     try:
         return tokenizer.apply_chat_template(
-            [{"role": m["role"], "content": m["content"]} for m in messages], tokenize=False,
+            [{k: v for k, v in m.items() if k in _TEMPLATE_KEYS} for m in messages], tokenize=False,
             add_generation_prompt=add_generation_prompt, **kwargs)
     except UserError:
         raise
@@ -76,7 +85,7 @@ def render(tokenizer, messages: list[dict], kwargs: dict, add_generation_prompt:
         raise UserError(
             f"the chat template cannot render a conversation of roles {[m['role'] for m in messages]}: {message}. "
             "It may need inputs plain chat data does not give (tools, documents): pass them with "
-            "CHAT_TEMPLATE_KWARGS, or set CHAT_TEMPLATE to a .jinja template that renders plain chat") from None
+            "CHAT_TEMPLATE_KWARGS, or set CHAT_TEMPLATE to a .jinja template that renders this data") from None
 
 
 def control_token_ids(tokenizer) -> frozenset:
@@ -85,45 +94,89 @@ def control_token_ids(tokenizer) -> frozenset:
         i for i, token in tokenizer.added_tokens_decoder.items() if token.special)
 
 
-def _sentinels(roles, start: int = 0) -> list[dict]:
-    return [{"role": r, "content": _SENTINEL.format(start + i)} for i, r in enumerate(roles)]
+def _edges(text: str) -> tuple[str, str]:
+    """The whitespace that text starts and ends with."""
+    core = text.strip()
+    return (text[:text.index(core)], text[text.index(core) + len(core):]) if core else (text, "")
+
+
+def shape(m: dict) -> tuple:
+    """What a message is apart from its free text: the key under which its renderings are cached.
+
+    A message's content and reasoning are free text (replaced by sentinels in probe renderings); its tool calls,
+    tool_call_id and name are rendered by the template as they are, so they belong to the shape. The reasoning's
+    surrounding whitespace does too: templates strip it (Qwen3's reasoning_content.strip('\n'))."""
+    role, calls = m["role"], m.get("tool_calls")
+    content_sentinel = not (role == "assistant" and calls and not m.get("content"))
+    reasoning = m.get("reasoning") or ""
+    extra = tuple((k, m[k]) for k in ("tool_call_id", "name") if m.get(k) is not None)
+    return (role, content_sentinel, _edges(reasoning) if reasoning.strip() else None,
+            json.dumps(calls, sort_keys=False) if calls else None, extra)
+
+
+def template_message(m_shape: tuple, fmt_reasoning_field: str, content: str, reasoning: str = "") -> dict:
+    """A message as the template reads it: its content, reasoning under the field the template renders
+    (reasoning_content, reasoning or thinking), tool calls, tool_call_id and name."""
+    role, content_sentinel, edges, calls, extra = m_shape
+    out = {"role": role, "content": content if content_sentinel else ""}
+    if edges is not None and fmt_reasoning_field:
+        out[fmt_reasoning_field] = edges[0] + reasoning + edges[1]
+    if calls:
+        out["tool_calls"] = json.loads(calls)
+    out.update(extra)
+    return out
+
+
+def _sentinels(shapes, field: str = "", start: int = 0) -> list[dict]:
+    return [template_message(sh, field, _SENTINEL.format(start + i), _SENTINEL.format(_REASONING + start + i))
+            for i, sh in enumerate(shapes)]
+
+
+def _plain(roles) -> tuple:
+    return tuple((r, True, None, None, ()) for r in roles)
 
 
 def _span(text: str, index: int):
-    """(start, end) of sentinel `index` in text; None if the template did not render that message."""
+    """(start, end) of sentinel `index` in text; None if the template did not render it."""
     found = [m.span() for m in _SENTINEL_RE.finditer(text) if int(m.group(1)) == index]
     if len(found) > 1:
-        raise UserError(f"the chat template renders message {index} twice; it cannot be masked reliably")
+        raise UserError(f"the chat template renders message {index % _REASONING} twice; it cannot be masked reliably")
     return found[0] if found else None
 
 
-def _closing(tokenizer, tail: str, control: frozenset, stops: frozenset) -> str | None:
-    """The start of `tail` through its first run of control tokens, or None if it has no control token.
+def _closing(tokenizer, tail: str, control: frozenset, stops: frozenset, last_run: bool = False) -> str | None:
+    """The start of `tail` through its first (or, last_run, its last) run of control tokens; None if it has none.
 
-    Any text before the first control token is kept (Llama 2's " </s>", DeepSeek Coder's "\n<|EOT|>"): the model
-    generates it. The run stops at the template's text after it (Gemma's "\n"), and after the last of the model's
-    own stop tokens in it (where a template always appends the next header, as Command R7B's tool-use template
-    does): generation ends there."""
+    Any text before the run is kept (Llama 2's " </s>", DeepSeek Coder's "\n<|EOT|>", a tool call's text): the
+    model generates it. The run stops at the template's text after it (Gemma's "\n"), and after the last of the
+    model's own stop tokens in it (where a template always appends the next header, as Command R7B's tool-use
+    template does): generation ends there. A turn with tool calls ends at its last run: the calls' own text may
+    hold control tokens (gpt-oss's <|channel|>, Mistral's [TOOL_CALLS])."""
     if not tail:
         return None
     encoded = tokenizer(tail, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
-    first = next((k for k, t in enumerate(ids) if t in control), None)
-    if first is None:
+    marks = [k for k, t in enumerate(ids) if t in control]
+    if not marks:
         return None
-    last = first
-    while last + 1 < len(ids) and ids[last + 1] in control:
-        last += 1
+    if last_run:
+        first = last = marks[-1]
+        while first > 0 and ids[first - 1] in control:
+            first -= 1
+    else:
+        first = last = marks[0]
+        while last + 1 < len(ids) and ids[last + 1] in control:
+            last += 1
     last = max((k for k in range(first, last + 1) if ids[k] in stops), default=last)
     return tail[:offsets[last][1]]
 
 
 @dataclass(frozen=True)
 class _Turn:
-    """One assistant reply of a role sequence, in sentinel space."""
+    """One assistant reply of a conversation shape, in sentinel space."""
 
     context: str  # what the model sees before it generates the reply: the prompt at inference
-    completion: str  # what it generates: template text before the content, the content, the closing
+    completion: str  # what it generates: template text before the content, reasoning, content, tool calls, closing
     full: str  # the example text that ends with this reply: context + completion + the template's text after it
     whole: bool  # full is the template's rendering through this reply (after drop/appended): one render checks it
     drop: int  # characters at the end of that rendering that the example leaves out
@@ -135,96 +188,108 @@ _turn_cache: dict = {}
 _plan_cache: dict = {}
 
 
-def _turn(tokenizer, fmt_key, roles: tuple, i: int, kwargs: dict, control: frozenset, stops: frozenset) -> _Turn:
-    """Reply i of a conversation with these roles: its inference context and what the model generates after it.
+def _remember(cache: dict, key, value):
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
+def _turn(tokenizer, fmt_key, shapes: tuple, i: int, kwargs: dict, control: frozenset, stops: frozenset,
+          field: str = "") -> _Turn:
+    """Reply i of a conversation of these shapes: its inference context and what the model generates after it.
 
     The context is the prompt rendered with add_generation_prompt=True. The generated text is read off the
-    template's rendering of the finished reply: what follows the header the prompt ends with. Where the prompt
-    adds text that the finished reply does not have (DeepSeek-R1 opens "<think>\n" that the data has no
-    reasoning for), that text is left out of the context and reported."""
-    key = (fmt_key, roles[:i + 1])
+    template's rendering of the finished reply: what follows the header the prompt ends with, through the
+    turn's closing. Where the prompt adds text that the finished reply does not have (DeepSeek-R1 opens
+    "<think>\n" that the data has no reasoning for), that text is left out of the context and reported."""
+    key = (fmt_key, shapes[:i + 1])
     if key in _turn_cache:
         return _turn_cache[key]
-    sentinels = _sentinels(roles[:i + 1])
+    roles = [sh[0] for sh in shapes[:i + 1]]
+    sentinels = _sentinels(shapes[:i + 1], field)
     full = render(tokenizer, sentinels, kwargs)
     prompt = render(tokenizer, sentinels[:i], kwargs, add_generation_prompt=True)
-    span = _span(full, i)
-    if span is None:
+    own = sorted(s for s in (_span(full, i), _span(full, _REASONING + i)) if s)
+    calls = shapes[i][3] is not None
+    if not own and not calls:
         raise UserError(f"the chat template does not render the assistant message of a conversation of roles "
-                        f"{list(roles[:i + 1])}; it cannot be trained")
-    start, end = span
+                        f"{roles}; it cannot be trained")
     # the header: the prompt's text after the last message it shows, and the same stretch of the finished turn
     marks = list(_SENTINEL_RE.finditer(prompt))
     header = prompt[marks[-1].end():] if marks else prompt
     previous = _span(full, int(marks[-1].group(1))) if marks else (0, 0)
-    if previous is None or _SENTINEL_RE.search(full[previous[1]:start]):
-        raise UserError(f"the chat template renders a conversation of roles {list(roles[:i + 1])} with messages "
+    start = own[0][0] if own else len(full)
+    if previous is None or previous[1] > start or _SENTINEL_RE.search(full[previous[1]:start]):
+        raise UserError(f"the chat template renders a conversation of roles {roles} with messages "
                         "out of order; it cannot be masked reliably")
-    rendered_header = full[previous[1]:start]
+    rendered = full[previous[1]:]
     common = 0
-    while common < min(len(header), len(rendered_header)) and header[common] == rendered_header[common]:
+    while common < min(len(header), len(rendered)) and header[common] == rendered[common]:
         common += 1
     extra = header[common:]
     context = prompt[:len(prompt) - len(extra)]
-    closing = _closing(tokenizer, full[end:], control, stops)
+    body = rendered[common:]  # the turn as generated, then whatever the template writes after it
+    own_end = max(e for _, e in own) - previous[1] - common if own else 0
+    closing = _closing(tokenizer, body[own_end:], control, stops, last_run=calls)
     if closing is not None:
-        trailing, drop, appended = full[end + len(closing):], 0, ""
+        completion = body[:own_end] + closing
+        trailing, drop, appended = body[len(completion):], 0, ""
     else:  # nothing closes the final reply (Qwen1.5, SOLAR): its closing is what follows it when the chat goes on
-        more = render(tokenizer, sentinels + _sentinels(["user"], i + 1), kwargs)
+        end = len(full) - len(body) + own_end
+        more = render(tokenizer, sentinels + _sentinels(_plain(["user"]), field, i + 1), kwargs)
         closing = _closing(tokenizer, more[end:], control, stops) if more[:end] == full[:end] else None
         if closing is None:
             raise UserError(f"the chat template closes an assistant reply with {full[end:]!r}, which holds no "
                             "control token: the model could not learn where its reply ends. Set CHAT_TEMPLATE to a "
                             "template that ends each reply with an end-of-turn token")
+        completion = body[:own_end] + closing
         trailing, drop, appended = "", len(full) - end, closing
-    completion = rendered_header[common:] + full[start:end] + closing
     text = context + completion + trailing
     turn = _Turn(context=context, completion=completion, full=text,
                  whole=text == full[:len(full) - drop] + appended, drop=drop, appended=appended, extra=extra)
-    _turn_cache[key] = turn
-    return turn
+    return _remember(_turn_cache, key, turn)
 
 
-def _plan(tokenizer, fmt: ChatFormat, roles: tuple, trained: tuple):
-    """The examples that train the `trained` replies of a conversation with these roles, in sentinel space.
+def _plan(tokenizer, fmt: ChatFormat, shapes: tuple, trained: tuple, tools: str = ""):
+    """The examples that train the `trained` replies of a conversation of these shapes, in sentinel space.
 
     Each is (segments, index of its last reply, that reply's _Turn): the example's text through one reply, cut
     into template text and message contents, each marked trained or not. A reply is trained in an example only
     where the text before it is exactly its inference context.
     Greedy from the last reply: the rendering through the last untrained-yet reply trains every earlier one
     it keeps in context, which gives one example for a prefix-preserving template."""
-    key = (id(tokenizer), tokenizer.chat_template, fmt, roles, trained)
+    key = (id(tokenizer), tokenizer.chat_template, fmt, shapes, trained, tools)
     if key in _plan_cache:
         return _plan_cache[key]
     control = control_token_ids(tokenizer)
-    fmt_key = (id(tokenizer), tokenizer.chat_template, fmt.kwargs, fmt.stop_ids)
-    turns = {i: _turn(tokenizer, fmt_key, roles, i, fmt.template_kwargs, control, frozenset(fmt.stop_ids))
+    fmt_key = (id(tokenizer), tokenizer.chat_template, fmt.kwargs, fmt.stop_ids, fmt.reasoning_field, tools)
+    kwargs = dict(fmt.template_kwargs, **({"tools": json.loads(tools)} if tools else {}))
+    turns = {i: _turn(tokenizer, fmt_key, shapes, i, kwargs, control, frozenset(fmt.stop_ids), fmt.reasoning_field)
              for i in trained}
     todo, examples = set(trained), []
     while todo:
         last = max(todo)
         text = turns[last].full
         covered = sorted(i for i in todo if text.startswith(turns[i].context + turns[i].completion))
-        spans = [(len(turns[i].context), len(turns[i].context) + len(turns[i].completion)) for i in covered]
+        spans = [(len(turns[i].context), len(turns[i].context) + len(turns[i].completion), i) for i in covered]
         examples.append((_segments(text, spans), last, turns[last]))
         todo -= set(covered)
-    plan = examples[::-1]
-    _plan_cache[key] = plan
-    return plan
+    return _remember(_plan_cache, key, examples[::-1])
 
 
 def _segments(text: str, spans: list) -> tuple:
-    """Cut a sentinel-space rendering into (template text or message index, trained) segments, in order."""
-    cuts = {0, len(text)} | {p for span in spans for p in span}
+    """Cut a sentinel-space rendering into (template text or sentinel number, trained turn or None) segments."""
+    cuts = {0, len(text)} | {p for span in spans for p in span[:2]}
     for m in _SENTINEL_RE.finditer(text):
         cuts |= {m.start(), m.end()}
     cuts = sorted(cuts)
     out = []
     for a, b in zip(cuts, cuts[1:]):
         piece = text[a:b]
-        trained = any(s <= a and b <= e for s, e in spans)
+        turn = next((i for s, e, i in spans if s <= a and b <= e), None)
         m = _SENTINEL_RE.fullmatch(piece)
-        out.append((int(m.group(1)) if m else piece, trained))
+        out.append((int(m.group(1)) if m else piece, turn))
     return tuple(out)
 
 
@@ -240,34 +305,58 @@ def fold_system(messages: list[dict], fmt: ChatFormat) -> list[dict]:
 class Example:
     """One training example: its pieces, and how it relates to the template's rendering (for the check)."""
 
-    pieces: list  # (text, is_content, trained): the template's own text or a message's content
+    pieces: list  # (text, is_content, trained, kind): the template's own text or a message's text; kind says what
+    #               it is for the preview: "reply", "reasoning", "call" (a tool call), "result" (a tool's), "" (other)
     last: int  # index (after system folding) of its last reply, a trained one
     turn: _Turn  # that reply in sentinel space: how the example relates to the template's renderings
+    tools: str = ""  # the conversation's tool definitions as JSON, given to the template as tools=
 
     @property
     def text(self) -> str:
         return "".join(p[0] for p in self.pieces)
 
 
-def conversation_examples(tokenizer, fmt: ChatFormat, messages: list[dict]) -> list[Example]:
+def _tools_json(tools) -> str:
+    return json.dumps(tools) if tools else ""
+
+
+def _kwargs(fmt: ChatFormat, tools: str) -> dict:
+    return dict(fmt.template_kwargs, **({"tools": json.loads(tools)} if tools else {}))
+
+
+def conversation_examples(tokenizer, fmt: ChatFormat, messages: list[dict], tools=None,
+                          train_reasoning: bool = True) -> list[Example]:
     """The training examples of one conversation (usually one; see _plan).
 
     Joined, an example's pieces are the template's rendering of the conversation through its last trained
-    reply (check_rendering proves it for the real contents). Replies marked train=False stay as context."""
+    reply (check_rendering proves it for the real contents). Replies marked train=False stay as context;
+    train_reasoning=False keeps every reasoning as context too (the template's markers around it stay trained)."""
     messages = fold_system(messages, fmt)
-    roles = tuple(m["role"] for m in messages)
+    shapes = tuple(shape(m) for m in messages)
     trained = tuple(i for i, m in enumerate(messages) if m["role"] == "assistant" and m.get("train", True))
+    tools = _tools_json(tools)
     out = []
-    for segments, last, turn in _plan(tokenizer, fmt, roles, trained):
-        pieces = []
-        for part, is_trained in segments:
+    for segments, last, turn in _plan(tokenizer, fmt, shapes, trained, tools):
+        pieces, after_own = [], set()
+        for part, in_turn in segments:
+            is_trained = in_turn is not None
             if isinstance(part, int):
-                m = messages[part]
+                m = messages[part % _REASONING]
+                if part >= _REASONING:
+                    pieces.append((m["reasoning"].strip(), True, is_trained and train_reasoning, "reasoning"))
+                    continue
                 content = m["content"].strip() if m["role"] in fmt.strip_roles else m["content"]
-                pieces.append((content, True, is_trained))
+                if m["role"] == "tool" and fmt.tool_results_json:
+                    content = json.dumps(content, ensure_ascii=False)[1:-1]
+                kind = {"assistant": "reply", "tool": "result"}.get(m["role"], "")
+                pieces.append((content, True, is_trained, kind))
+                if m["role"] == "assistant":
+                    after_own.add(part)
             else:
-                pieces.append((part, False, is_trained))
-        out.append(Example([p for p in pieces if p[0]], last, turn))
+                call = is_trained and messages[in_turn].get("tool_calls") and (
+                    in_turn in after_own or not shapes[in_turn][1])
+                pieces.append((part, False, is_trained, "call" if call else "reply" if is_trained else ""))
+        out.append(Example([p for p in pieces if p[0]], last, turn, tools))
     return out
 
 
@@ -277,8 +366,8 @@ def check_rendering(tokenizer, fmt: ChatFormat, messages: list[dict], example: E
     Usually the example is the rendering through its last reply, and one render proves it. Where the prompt
     differs from the rendered history (a split template), the example is that reply's prompt followed by the
     reply as the finished turn renders it: both renders are checked."""
-    messages = fold_system(messages, fmt)
-    turn, text, kwargs = example.turn, example.text, fmt.template_kwargs
+    messages = template_messages(fold_system(messages, fmt), fmt)
+    turn, text, kwargs = example.turn, example.text, _kwargs(fmt, example.tools)
     full = render(tokenizer, messages[:example.last + 1], kwargs)
     full = full[:len(full) - turn.drop] + turn.appended
     if turn.whole:
@@ -294,14 +383,34 @@ def check_rendering(tokenizer, fmt: ChatFormat, messages: list[dict], example: E
             "way the masking cannot follow); first message: " + repr(messages[0]["content"][:60]))
 
 
+def template_messages(messages: list[dict], fmt: ChatFormat) -> list[dict]:
+    """Messages in the template's own fields, with their real text."""
+    return [template_message(shape(m), fmt.reasoning_field, m["content"], (m.get("reasoning") or "").strip())
+            for m in messages]
+
+
 def prompt_messages(messages: list[dict], fmt: ChatFormat) -> list[dict]:
     """The messages as the template is given them, at training and at inference alike."""
-    return fold_system([{"role": m["role"], "content": m["content"]} for m in messages], fmt)
+    return template_messages(fold_system(messages, fmt), fmt)
 
 
-def prompt_text(tokenizer, fmt: ChatFormat, messages: list[dict]) -> str:
+def prompt_text(tokenizer, fmt: ChatFormat, messages: list[dict], tools=None) -> str:
     """What the model sees before it writes the next reply: the conversation so far with the generation prompt."""
-    return render(tokenizer, prompt_messages(messages, fmt), fmt.template_kwargs, add_generation_prompt=True)
+    return render(tokenizer, prompt_messages(messages, fmt), _kwargs(fmt, _tools_json(tools)),
+                  add_generation_prompt=True)
+
+
+def split_inline_reasoning(message: dict) -> dict:
+    """An assistant message whose content opens with <think>...</think>: the reasoning moved to its own field,
+    for a template that reads reasoning from a field (it renders it where the model will see it). The content
+    after </think> loses its leading newlines, as such templates render it."""
+    content = message.get("content") or ""
+    head = content.lstrip()
+    if message["role"] != "assistant" or message.get("reasoning") or not head.startswith("<think>") \
+            or "</think>" not in head:
+        return message
+    reasoning, _, rest = head[len("<think>"):].partition("</think>")
+    return dict(message, content=rest.lstrip("\n"), reasoning=reasoning)
 
 
 def detect_chat_format(tokenizer, kwargs: dict | None = None, stop_ids=()) -> ChatFormat:
@@ -312,7 +421,7 @@ def detect_chat_format(tokenizer, kwargs: dict | None = None, stop_ids=()) -> Ch
     stop_ids = tuple(sorted({*stop_ids, *([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])}))
     if not getattr(tokenizer, "chat_template", None):
         raise UserError("the tokenizer has no chat template (a base model?): set CHAT_TEMPLATE to a .jinja file")
-    probe = ["user", "assistant", "user", "assistant"]
+    probe = _plain(["user", "assistant", "user", "assistant"])
     base = render(tokenizer, _sentinels(probe), kwargs)  # raises one clear error if even plain chat fails
     if [int(g) for g in _SENTINEL_RE.findall(base)] != [0, 1, 2, 3]:
         raise UserError("the chat template does not render each message's content once and in order; "
@@ -334,8 +443,8 @@ def detect_chat_format(tokenizer, kwargs: dict | None = None, stop_ids=()) -> Ch
     control = control_token_ids(tokenizer)
     draft = ChatFormat(json.dumps(kwargs, sort_keys=True), system, frozenset(strip_roles), "", (), True, "", "", "",
                        stop_ids)
-    fmt_key = (id(tokenizer), tokenizer.chat_template, draft.kwargs, stop_ids)
-    roles = ("system",) * (system != "folded") + tuple(probe)
+    fmt_key = (id(tokenizer), tokenizer.chat_template, draft.kwargs, stop_ids, "", "")
+    roles = _plain(("system",) * (system != "folded") + ("user", "assistant", "user", "assistant"))
     last = len(roles) - 1
     turn = _turn(tokenizer, fmt_key, roles, last, kwargs, control, frozenset(stop_ids))
     closing = turn.completion[_span(turn.completion, last)[1]:]  # what follows the content in the completion
@@ -343,13 +452,49 @@ def detect_chat_format(tokenizer, kwargs: dict | None = None, stop_ids=()) -> Ch
     default_system, addition = _system_texts(tokenizer, kwargs, system)
     return ChatFormat(draft.kwargs, system, frozenset(strip_roles), closing,
                       tuple(tokenizer(closing, add_special_tokens=False)["input_ids"]), preserving, turn.extra,
-                      default_system, addition, stop_ids)
+                      default_system, addition, stop_ids, _reasoning_field(tokenizer, kwargs),
+                      *_tool_support(tokenizer, kwargs))
+
+
+def _reasoning_field(tokenizer, kwargs: dict) -> str:
+    """The field the template renders an assistant's reasoning from, on the final turn: "" if none."""
+    for field in REASONING_FIELDS:
+        probe = [{"role": "user", "content": "u"},
+                 {"role": "assistant", "content": "a", field: _SENTINEL.format(_REASONING)}]
+        try:
+            if _SENTINEL.format(_REASONING) in render(tokenizer, probe, kwargs):
+                return field
+        except UserError:
+            continue
+    return ""
+
+
+PROBE_TOOL = {"type": "function", "function": {"name": "probe_tool_name", "description": "d",
+                                               "parameters": {"type": "object", "properties": {}}}}
+
+
+def _tool_support(tokenizer, kwargs: dict) -> tuple[bool, bool, bool]:
+    """(renders tool definitions, renders tool calls, writes tool results as JSON strings), read off probes."""
+    user = [{"role": "user", "content": "u"}]
+    try:
+        tools = "probe_tool_name" in render(tokenizer, user, dict(kwargs, tools=[PROBE_TOOL]))
+    except UserError:
+        tools = False
+    result = _SENTINEL.format(7) + '"\n'
+    call = {"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "id": "abcDEF123", "function": {"name": "probe_call_name", "arguments": {"x": 1}}}]}
+    reply = {"role": "tool", "content": result, "tool_call_id": "abcDEF123", "name": "probe_call_name"}
+    try:
+        text = render(tokenizer, user + [call, reply, {"role": "assistant", "content": "a"}], kwargs)
+    except UserError:
+        return tools, False, False
+    return tools, "probe_call_name" in text, result not in text and json.dumps(result, ensure_ascii=False)[1:-1] in text
 
 
 def _system_handling(tokenizer, kwargs: dict) -> str:
     # as at inference: the conversation ends with a user turn (Mistral v0.3 and Nemo drop the system prompt of a
     # conversation that ends with a reply: it belongs to the final user turn)
-    s = _sentinels(["system", "user", "assistant", "user"])
+    s = _sentinels(_plain(["system", "user", "assistant", "user"]))
     try:
         text = tokenizer.apply_chat_template(s, tokenize=False, add_generation_prompt=True, **kwargs)
     except Exception:  # "System role not supported" (Gemma), "Only user and assistant roles" (Mistral v0.1)
@@ -368,7 +513,7 @@ def _system_texts(tokenizer, kwargs: dict, system: str) -> tuple[str, str]:
     """(text written when no system message is given, prose added to every system turn), for the summary."""
     if system == "folded":
         return "", ""
-    s = _sentinels(["system", "user"])
+    s = _sentinels(_plain(["system", "user"]))
     without = render(tokenizer, s[1:], kwargs)
     with_system = render(tokenizer, s, kwargs)
     before = without[:without.index(s[1]["content"])]

@@ -12,6 +12,7 @@ markers -> tokenize and mask -> show what will be trained -> model -> LoRA -> tr
 
 import ast
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -21,12 +22,13 @@ import sys
 import time
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # chat_format.py, shared with chat.py
 from chat_format import (  # noqa: E402  (one place decides how a conversation is rendered)
     ChatFormat, UserError, check_rendering, control_token_ids, conversation_examples, describe, detect_chat_format,
-    load_chat_template, prompt_text,
+    load_chat_template, prompt_text, split_inline_reasoning,
 )
 
 # ----------------------------------------------------------------------------------------------------
@@ -36,6 +38,7 @@ EVAL_DATA_PATH = ""  # same formats; "" = none (see EVAL_FRACTION)
 EVAL_FRACTION = 0.0  # share of whole conversations held out for evaluation when EVAL_DATA_PATH is ""
 STRICT = False  # True: soft data problems (merged turns, dropped turns, skipped conversations) are errors
 TRAIN_ON = "all"  # "all": every assistant turn is trained; "last": only the last one of each conversation
+TRAIN_REASONING = True  # train the assistant's reasoning (where the template renders it); False: context only
 MAX_SEQ_LENGTH = 2048  # tokens per training example; longer conversations are cut at turn boundaries
 LONG_CONVERSATIONS = "split"  # "split": several examples, each starting at a user turn; "truncate": keep the head
 OVERLONG_EXCHANGE = "truncate"  # one exchange longer than MAX_SEQ_LENGTH: "truncate" its reply, or "drop" it
@@ -181,138 +184,409 @@ def check_config(c: dict) -> None:
 # ----------------------------------------------------------------------------------------------------
 # data: loading and validation (everything here runs before any model weights load)
 
-ROLE_ALIASES = {"user": "user", "assistant": "assistant", "system": "system", "human": "user", "gpt": "assistant"}
+ROLE_ALIASES = {"user": "user", "assistant": "assistant", "system": "system", "tool": "tool",
+                "human": "user", "gpt": "assistant",  # ShareGPT
+                "function_call": "assistant", "observation": "tool",  # ShareGPT with tools (LLaMA-Factory)
+                "function": "tool", "ipython": "tool"}  # older names of a tool's result
 
 
 def _read_json_or_jsonl(path: Path):
-    """Return (records, is_jsonl). Errors name the line and column."""
+    """Return (records, is_jsonl): a .jsonl file as a generator, line by line (memory does not grow with the
+    file); a .json file parsed whole (or line by line if it turns out to be JSON Lines). Errors name the line and
+    column."""
     if not path.exists():
         raise UserError(f"{path}: file not found (set DATA_PATH, or --data_path=...)")
+    if path.suffix == ".jsonl":  # one record per line, even when there is only one line
+        with path.open(encoding="utf-8-sig") as f:
+            head = f.read(1 << 16)
+        if not head.strip():
+            raise UserError(f"{path}: the file is empty; expected a JSON list of conversations or JSONL, one per line")
+        return _jsonl_records(path, path.open(encoding="utf-8-sig")), True
     text = path.read_text(encoding="utf-8-sig")  # tolerate a byte-order mark from Windows editors
     if not text.strip():
         raise UserError(f"{path}: the file is empty; expected a JSON list of conversations or JSONL, one per line")
     try:
-        if path.suffix == ".jsonl":  # one record per line, even when there is only one line
-            raise json.JSONDecodeError("JSON Lines", text, 0)
         return json.loads(text), False
-    except json.JSONDecodeError as first_error:
-        lines = text.splitlines()
-        nonblank = [(i, line) for i, line in enumerate(lines, 1) if line.strip()]
-        if path.suffix == ".jsonl" or text.lstrip()[:1] == "{" and len(nonblank) > 1:
-            records = []
-            for lineno, line in nonblank:
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{path}: invalid JSON on line {lineno}, column {e.colno}: {e.msg}") from None
-            return records, True
-        e = first_error
+    except json.JSONDecodeError as e:
+        if text.lstrip()[:1] == "{" and sum(1 for line in text.splitlines() if line.strip()) > 1:
+            return list(_jsonl_records(path, text.splitlines())), True
         raise UserError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
 
 
+def _jsonl_records(path: Path, lines):
+    with contextlib.closing(lines) if hasattr(lines, "close") else contextlib.nullcontext():
+        for lineno, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}: invalid JSON on line {lineno}, column {e.colno}: {e.msg}") from None
+
+
+def dataset_source(path: str):
+    """DATA_PATH as a Hugging Face dataset: a Parquet file, a folder written by Dataset.save_to_disk, or a dataset
+    id with an optional split ("org/name:train"; a local dataset repository folder works the same). None for a
+    JSON/JSONL file. Read by `datasets` itself, memory-mapped from Arrow files."""
+    import datasets
+
+    file = Path(path)
+    if file.suffix == ".parquet":
+        if not file.is_file():
+            raise UserError(f"{path}: file not found (set DATA_PATH, or --data_path=...)")
+        return datasets.Dataset.from_parquet(str(file))
+    if file.is_dir() and ((file / "state.json").exists() or (file / "dataset_dict.json").exists()):
+        data = datasets.load_from_disk(str(file))
+        if isinstance(data, datasets.DatasetDict):
+            data = data["train"] if "train" in data else next(iter(data.values()))
+        return data
+    name, _, split = path.partition(":") if not file.exists() else (path, "", "")
+    if file.suffix in (".json", ".jsonl") or not (file.is_dir() or ("/" in name and not file.exists())):
+        return None
+    try:
+        return datasets.load_dataset(name, split=split or "train")
+    except Exception as error:  # no such dataset, no such split, no network: one line that says which
+        raise UserError(f"{path}: cannot load it as a dataset ({type(error).__name__}: {str(error).strip()[:200]}); "
+                        "DATA_PATH is a .json/.jsonl/.parquet file, a save_to_disk folder or a dataset id "
+                        "such as org/name:train") from None
+
+
 def load_conversations(path: str) -> tuple[list[list[dict]], str]:
-    """Read a data file into a list of conversations of raw messages; return them and the format found."""
-    path = Path(path)
-    records, is_jsonl = _read_json_or_jsonl(path)
-    if not isinstance(records, list):
-        raise UserError(f"{path}: expected a list of conversations at the top level, found {type(records).__name__}")
-    if not records:
-        raise UserError(f"{path}: the file holds no conversations")
-    first = records[0]
+    """Read a data file or dataset into a list of conversations of raw messages; return them and the format found."""
+    conversations, found = read_conversations(path)
+    return list(conversations), found
+
+
+def read_conversations(path: str):
+    """The raw conversations of a data file or dataset, one at a time (a generator), and the format found. A JSONL
+    file is read line by line and a dataset row by row, so memory does not grow with the data; a JSON list is
+    parsed whole (use JSONL or Parquet for data larger than memory)."""
+    dataset = dataset_source(path)
+    if dataset is not None:
+        if len(dataset) == 0:
+            raise UserError(f"{path}: the dataset holds no rows")
+        columns = set(dataset.column_names)
+        key = "messages" if "messages" in columns else "conversations" if "conversations" in columns else None
+        if key is None:
+            raise UserError(f"{path}: expected a 'messages' or 'conversations' column; found {sorted(columns)}")
+        name = {"messages": "rows with 'messages'", "conversations": "ShareGPT rows ('conversations')"}[key]
+        rows = (record_messages(row, key, f"{path}: conversation {i}") for i, row in enumerate(dataset))
+        return rows, f"{name} ({type(dataset).__name__} of {len(dataset)} rows)"
+    file = Path(path)
+    records, is_jsonl = _read_json_or_jsonl(file)
+    if not is_jsonl and not isinstance(records, list):
+        raise UserError(f"{file}: expected a list of conversations at the top level, found {type(records).__name__}")
+    records = iter(records)
+    first = next(records, None)
+    if first is None:
+        raise UserError(f"{file}: the file holds no conversations")
     if isinstance(first, list):
-        fmt, key = "list of message lists", None
+        found, key = "list of message lists", None
     elif isinstance(first, dict) and "messages" in first:
-        fmt, key = "objects with 'messages'", "messages"
+        found, key = "objects with 'messages'", "messages"
     elif isinstance(first, dict) and "conversations" in first:
-        fmt, key = "ShareGPT ('conversations' of from/value)", "conversations"
+        found, key = "ShareGPT ('conversations' of from/value)", "conversations"
     else:
         raise UserError(
-            f"{path}: conversation 0: expected a list of messages, an object with 'messages', or a ShareGPT object "
+            f"{file}: conversation 0: expected a list of messages, an object with 'messages', or a ShareGPT object "
             f"with 'conversations'; found {json.dumps(first)[:80]}"
         )
-    conversations = []
-    for i, record in enumerate(records):
-        if key is None:
-            messages = record
-        elif isinstance(record, dict) and key in record:
-            messages = record[key]
-        else:
-            raise UserError(f"{path}: conversation {i}: expected an object with '{key}' like conversation 0")
-        if not isinstance(messages, list):
-            raise UserError(f"{path}: conversation {i}: expected a list of messages, found {type(messages).__name__}")
-        conversations.append(messages)
-    return conversations, fmt + (" (JSONL)" if is_jsonl else " (JSON)")
+    every = itertools.chain([first], records)
+    conversations = (record_messages(record, key, f"{file}: conversation {i}") for i, record in enumerate(every))
+    return conversations, found + (" (JSONL)" if is_jsonl else " (JSON)")
+
+
+def record_messages(record, key: str | None, where: str) -> list:
+    """One record's raw messages. Its tool definitions ({"messages": [...], "tools": [...]}) and a ShareGPT
+    record's own system prompt ({"conversations": [...], "system": "..."}) travel with them: the tools as the
+    first message's "tools" (see conversation_tools), the system prompt as a leading system message."""
+    if key is None:
+        messages = record
+    elif isinstance(record, dict) and key in record:
+        messages = record[key]
+    else:
+        raise UserError(f"{where}: expected an object with '{key}' like conversation 0")
+    if not isinstance(messages, list):
+        raise UserError(f"{where}: expected a list of messages, found {type(messages).__name__}")
+    if isinstance(record, dict):
+        system = record.get("system")
+        if isinstance(system, str) and system.strip() and not (
+                messages and isinstance(messages[0], dict) and messages[0].get("role", messages[0].get("from")) == "system"):
+            messages = [{"role": "system", "content": system}] + messages
+        if record.get("tools") not in (None, "", []):
+            if not messages or not isinstance(messages[0], dict):
+                raise UserError(f"{where}: has tools but no messages")
+            messages = [dict(messages[0], tools=record["tools"])] + messages[1:]
+    return messages
+
+
+def _json(value, what: str, where: str):
+    """A JSON-encoded string decoded (tools, tool calls and arguments are often stored so); other values as they are."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as error:
+        raise UserError(f"{where}: {what} is not valid JSON ({error.msg} at character {error.pos}): "
+                        f"{value[:80]!r}") from None
+
+
+def validate_tool_calls(value, where: str) -> list[dict]:
+    """Tool calls in transformers' form: [{"type": "function", "function": {"name", "arguments": {...}}, "id"?}].
+    Accepted as given there, flat ({"name", "arguments"}), JSON-encoded, or one call alone."""
+    calls = _json(value, "tool_calls", where)
+    calls = [calls] if isinstance(calls, dict) else calls
+    if not isinstance(calls, list) or not calls:
+        raise UserError(f"{where}: tool_calls must be a non-empty list of calls, found {json.dumps(value)[:80]}")
+    out = []
+    for k, call in enumerate(calls):
+        here = f"{where}, tool call {k}"
+        function = call.get("function", call) if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            raise UserError(f"{here}: expected {{\"type\": \"function\", \"function\": {{\"name\": ..., "
+                            f"\"arguments\": {{...}}}}}}, found {json.dumps(call)[:80]}")
+        name = function.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise UserError(f"{here}: the call has no function name (\"function\": {{\"name\": ...}})")
+        arguments = function.get("arguments", function.get("parameters"))
+        arguments = {} if arguments is None else _json(arguments, f"the arguments of {name!r}", here)
+        if not isinstance(arguments, dict):
+            raise UserError(f"{here}: the arguments of {name!r} must be a JSON object, found {json.dumps(arguments)[:80]}")
+        normal = {"type": "function", "function": {"name": name, "arguments": arguments}}
+        if isinstance(call, dict) and call.get("id") is not None:
+            normal["id"] = str(call["id"])
+        out.append(normal)
+    return out
+
+
+def validate_tools(value, where: str) -> list[dict]:
+    """A conversation's tool definitions (JSON schema), as transformers passes them: [{"type": "function",
+    "function": {"name", "description", "parameters"}}]; flat definitions ({"name", ...}) are wrapped so."""
+    tools = _json(value, "tools", where)
+    if not isinstance(tools, list):
+        raise UserError(f"{where}: tools must be a list of function definitions, found {type(tools).__name__}")
+    out = []
+    for k, tool in enumerate(tools):
+        function = tool.get("function", tool) if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
+            raise UserError(f"{where}: tool {k} has no name; expected {{\"type\": \"function\", \"function\": "
+                            f"{{\"name\": ..., \"description\": ..., \"parameters\": {{...}}}}}}")
+        out.append(tool if "function" in tool else {"type": "function", "function": tool})
+    return out
 
 
 def validate_message(message, where: str) -> dict:
-    """Check one raw message and return it as {"role", "content", "train"}; raise UserError naming the place."""
+    """Check one raw message and return it in our form: {"role", "content", "train"}, and where given "reasoning"
+    (from reasoning_content, reasoning or thinking), "tool_calls", "tool_call_id", "name", and on the first
+    message "tools". Raise UserError naming the place. Missing fields may be null (Parquet and datasets rows
+    carry every field of every message)."""
     if not isinstance(message, dict):
         raise UserError(f"{where}: expected an object with 'role' and 'content', found {type(message).__name__}")
+    message = {k: v for k, v in message.items() if v is not None}
+    out = {}
     if "from" in message and "role" not in message:  # ShareGPT
         if "value" not in message:
             raise UserError(f"{where}: missing 'value'; each ShareGPT message needs 'from' and 'value'")
         role, content = message["from"], message["value"]
-    elif "role" not in message or "content" not in message:
+        if role == "function_call":  # LLaMA-Factory: the value is the call(s) as JSON
+            out["tool_calls"], content = validate_tool_calls(content, where), ""
+    elif "role" not in message or ("content" not in message and "tool_calls" not in message):
         missing = [k for k in ("role", "content") if k not in message]
         raise UserError(f"{where}: missing {' and '.join(repr(k) for k in missing)}; each message needs both")
     else:
-        role, content = message["role"], message["content"]
+        role, content = message["role"], message.get("content", "")
     if not isinstance(role, str) or role not in ROLE_ALIASES:
-        raise UserError(f"{where}: unknown role {role!r}; expected 'user', 'assistant' or 'system'")
+        raise UserError(f"{where}: unknown role {role!r}; expected 'user', 'assistant', 'system' or 'tool'")
+    role = ROLE_ALIASES[role]
+    if role == "tool" and isinstance(content, (dict, list)):  # a structured result: the model reads it as JSON
+        content = json.dumps(content, ensure_ascii=False)
     if not isinstance(content, str):
         raise UserError(f"{where}: content must be a string, found {type(content).__name__}")
     train = message.get("train", True)
     if not isinstance(train, bool):
         raise UserError(f"{where}: 'train' must be true or false, found {train!r}")
-    return {"role": ROLE_ALIASES[role], "content": content, "train": train}
+    out.update(role=role, content=content, train=train)
+    if message.get("tool_calls") not in (None, []):
+        if role != "assistant":
+            raise UserError(f"{where}: only an assistant message can carry tool_calls (this one is {role!r})")
+        out["tool_calls"] = validate_tool_calls(message["tool_calls"], where)
+    reasoning = next((message[k] for k in ("reasoning_content", "reasoning", "thinking") if message.get(k)), None)
+    if reasoning is not None:
+        if role != "assistant" or not isinstance(reasoning, str):
+            raise UserError(f"{where}: reasoning must be a string on an assistant message")
+        out["reasoning"] = reasoning
+    if role == "tool":
+        for k in ("tool_call_id", "name"):
+            if k in message:
+                out[k] = str(message[k])
+    if "tools" in message:
+        out["tools"] = validate_tools(message["tools"], where)
+    return out
 
 
-def clean_conversations(raw: list[list], path: str, strict: bool) -> tuple[list[list[dict]], Counter]:
-    """Validate every conversation; fix or skip the soft problems and count them.
+def conversation_tools(messages: list[dict]):
+    """A conversation's tool definitions: they travel on its first message (see record_messages)."""
+    return messages[0].get("tools") if messages else None
 
-    Structural problems raise UserError. Soft ones are repaired as a user would expect: consecutive
-    messages of one role are merged with a blank line, a leading assistant message and a trailing
-    user message are dropped, an empty assistant reply stays as context but is not trained, and a
-    conversation with nothing left to train is skipped. With strict=True each of these is an error.
-    """
+
+def clean_conversations(raw, path: str, strict: bool, kept: list | None = None) -> tuple[list[list[dict]], Counter]:
+    """Validate every conversation; fix or skip the soft problems and count them (see clean_conversation).
+    `kept`, if given, receives the index in `raw` of each conversation kept."""
     problems = Counter()
     cleaned = []
+    for i, conversation in enumerate(raw):
+        out = clean_conversation(conversation, f"{path}: conversation {i}", strict, problems)
+        if out is not None:
+            cleaned.append(out)
+            if kept is not None:
+                kept.append(i)
+    return cleaned, problems
 
+
+def clean_conversation(conversation: list, at: str, strict: bool, problems: Counter) -> list[dict] | None:
+    """One conversation validated and repaired, or None where nothing is left to train; soft problems counted.
+
+    Structural problems raise UserError naming the message. Soft ones are repaired as a user would expect:
+    consecutive messages of one role are merged with a blank line, a leading assistant message and trailing
+    user or tool messages are dropped, an empty assistant reply stays as context but is not trained, a
+    conversation with nothing left to train is skipped, and tool calls no result answers are counted. With
+    strict=True each of these is an error.
+    """
     def soft(kind: str, where: str):
         if strict:
             raise UserError(f"{where}: {kind} (STRICT is on; fix the data or set --strict=False)")
         problems[kind] += 1
 
-    for i, conversation in enumerate(raw):
-        messages = [validate_message(m, f"{path}: conversation {i}, message {j}") for j, m in enumerate(conversation)]
-        for j, m in enumerate(messages):
-            if m["role"] == "system" and j > 0:
-                raise UserError(f"{path}: conversation {i}, message {j}: a system message may only come first")
-        system = messages[:1] if messages and messages[0]["role"] == "system" else []
-        turns = []
-        for j, m in enumerate(messages[len(system):], len(system)):
-            if turns and turns[-1]["role"] == m["role"]:
-                soft("consecutive messages of one role merged", f"{path}: conversation {i}, message {j}")
-                previous = turns[-1]
-                turns[-1] = {"role": m["role"], "content": previous["content"] + "\n\n" + m["content"],
-                             "train": previous["train"] and m["train"]}
-            else:
-                turns.append(dict(m))
-        if turns and turns[0]["role"] == "assistant":
-            soft("leading assistant message dropped", f"{path}: conversation {i}, message {len(system)}")
-            turns = turns[1:]
-        if turns and turns[-1]["role"] == "user":
-            soft("trailing user message dropped", f"{path}: conversation {i}, message {len(messages) - 1}")
-            turns = turns[:-1]
-        for m in turns:
-            if m["role"] == "assistant" and m["train"] and not m["content"].strip():
-                soft("empty assistant reply kept as context, not trained", f"{path}: conversation {i}")
-                m["train"] = False
-        if not any(m["role"] == "assistant" and m["train"] for m in turns):
-            soft("conversation skipped: no assistant reply to train", f"{path}: conversation {i}")
+    messages = [validate_message(m, f"{at}, message {j}") for j, m in enumerate(conversation)]
+    tools = next((m.pop("tools") for m in messages if "tools" in m), None)
+    for j, m in enumerate(messages):
+        if m["role"] == "system" and j > 0:
+            raise UserError(f"{at}, message {j}: a system message may only come first")
+    system = messages[:1] if messages and messages[0]["role"] == "system" else []
+    turns, numbers = [], []  # the cleaned messages, and where each came from (for the messages to fix)
+    for j, m in enumerate(messages[len(system):], len(system)):
+        previous = turns[-1] if turns else None
+        if previous and previous["role"] == m["role"] and m["role"] != "tool":
+            if previous.get("tool_calls") or m.get("reasoning"):
+                raise UserError(f"{at}, message {j}: two {m['role']} messages in a row that cannot be merged "
+                                "(the first carries tool calls, or the second reasoning): a tool result must "
+                                "answer the calls, or the two belong in one message")
+            soft("consecutive messages of one role merged", f"{at}, message {j}")
+            turns[-1] = dict(previous, content=previous["content"] + "\n\n" + m["content"],
+                             train=previous["train"] and m["train"], **{
+                                 k: m[k] for k in ("tool_calls",) if k in m})
+        else:
+            turns.append(dict(m))
+            numbers.append(j)
+    check_tool_results(turns, numbers, at, soft)
+    if turns and turns[0]["role"] == "assistant":
+        soft("leading assistant message dropped", f"{at}, message {numbers[0]}")
+        turns, numbers = turns[1:], numbers[1:]
+    while turns and turns[-1]["role"] in ("user", "tool"):
+        soft(f"trailing {turns[-1]['role']} message dropped", f"{at}, message {numbers[-1]}")
+        turns, numbers = turns[:-1], numbers[:-1]
+    for m in turns:
+        if m["role"] == "assistant" and m["train"] and not (
+                m["content"].strip() or m.get("tool_calls") or (m.get("reasoning") or "").strip()):
+            soft("empty assistant reply kept as context, not trained", at)
+            m["train"] = False
+    if not any(m["role"] == "assistant" and m["train"] for m in turns):
+        soft("conversation skipped: no assistant reply to train", at)
+        return None
+    if turns and turns[0]["role"] == "tool":
+        raise UserError(f"{at}, message {numbers[0]}: a tool result must follow the assistant message that "
+                        "called the tool")
+    out = system + turns
+    if tools:
+        out[0] = dict(out[0], tools=tools)
+    return out
+
+
+def check_tool_results(turns: list[dict], numbers: list[int], at: str, soft) -> None:
+    """Every tool result answers a call of the assistant message before it (by tool_call_id where both have
+    ids); a call that no result answers is a soft problem (a trajectory cut short)."""
+    calls, answered = [], 0
+    for m, j in zip(turns, numbers):
+        if m["role"] == "tool":
+            if not calls:
+                raise UserError(f"{at}, message {j}: a tool result with no tool call before it; it must follow "
+                                "an assistant message with tool_calls (or other results of those calls)")
+            if answered == len(calls):
+                raise UserError(f"{at}, message {j}: more tool results than the {len(calls)} call(s) of the "
+                                "assistant message before them")
+            ids = [c.get("id") for c in calls]
+            if m.get("tool_call_id") and any(ids) and m["tool_call_id"] not in ids:
+                raise UserError(f"{at}, message {j}: tool_call_id {m['tool_call_id']!r} answers none of the calls "
+                                f"before it (ids {', '.join(map(repr, filter(None, ids)))})")
+            answered += 1
             continue
-        cleaned.append(system + turns)
-    return cleaned, problems
+        if answered < len(calls):
+            soft("tool calls no result answers", f"{at}, message {j}")
+        calls, answered = (m.get("tool_calls") or [], 0) if m["role"] == "assistant" else ([], 0)
+    if answered < len(calls):
+        soft("tool calls no result answers", f"{at}, message {numbers[-1]}")
+
+
+def conversation_features(messages: list[dict]) -> Counter:
+    """What a conversation holds beyond plain chat, for the summary and for checking that the template can render
+    it. Keys starting with "_" are for that check only."""
+    found = Counter()
+    found["conversations with tool definitions"] += bool(conversation_tools(messages))
+    for m in messages:
+        found["assistant messages with tool calls"] += bool(m.get("tool_calls"))
+        found["tool results (context, never trained)"] += m["role"] == "tool"
+        apart = bool((m.get("reasoning") or "").strip())
+        found["_reasoning given apart"] += apart
+        found["assistant messages with reasoning"] += apart or (
+            m["role"] == "assistant" and m["content"].lstrip().startswith("<think>") and "</think>" in m["content"])
+    return found
+
+
+@dataclass
+class Data:
+    """A data source validated: its conversations (None where this process does not keep them), its counts."""
+
+    conversations: object  # datasets.Dataset of "conversation" (JSON) and "source" (for error messages), on disk
+    found: str  # the format found, for the summary
+    read: int  # conversations read
+    kept: int  # conversations kept
+    problems: Counter  # soft problems repaired
+    features: Counter  # conversation_features, summed
+
+
+def validate_data(path: str, strict: bool, folder: Path | None, name: str, log) -> Data:
+    """Read, validate and repair a data source one conversation at a time, writing what is kept to an Arrow file
+    in `folder` (memory-mapped back, as `datasets` does): peak memory depends on the batch, not the data size.
+    Without a folder (processes other than the main one) nothing is kept: the errors and counts are the same."""
+    from datasets import Dataset, Features, Value
+    from datasets.arrow_writer import ArrowWriter
+
+    conversations, found = read_conversations(path)
+    problems, features, read, kept = Counter(), Counter(), 0, 0
+    writer = None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        writer = ArrowWriter(features=Features({"conversation": Value("string"), "source": Value("string")}),
+                             path=str(folder / f"{name}-conversations.arrow"), writer_batch_size=1000)
+    start = time.time()
+    for i, raw in enumerate(conversations):
+        read += 1
+        where = f"{path}: conversation {i}"
+        messages = clean_conversation(raw, where, strict, problems)
+        if read % 200_000 == 0:
+            log(f"validated {read:,} conversations of {path} ({read / (time.time() - start):,.0f}/s)")
+        if messages is None:
+            continue
+        kept += 1
+        features.update(conversation_features(messages))
+        if writer is not None:
+            writer.write({"conversation": json.dumps(messages), "source": where})
+    dataset = None
+    if writer is not None:
+        writer.finalize()
+        writer.close()
+        dataset = Dataset.from_file(str(folder / f"{name}-conversations.arrow"))
+    return Data(dataset, found, read, kept, problems, +features)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -335,8 +609,9 @@ def _encode_as_text(tokenizer, texts: list[str]) -> list[list[int]]:
         backend.encode_special_tokens = previous
 
 
-def tokenize_batch(tokenizer, batch: list[list[tuple]]) -> list[tuple[list, list]]:
-    """Tokenize many examples' pieces in two batched calls; return (input_ids, labels) for each.
+def tokenize_batch(tokenizer, batch: list[list[tuple]], kinds: bool = False) -> list[tuple]:
+    """Tokenize many examples' pieces in two batched calls; return (input_ids, labels) for each, and with
+    kinds=True a third list: each token's kind ("reply", "reasoning", "call", "result" or "") for the preview.
 
     Message contents are tokenized with split_special_tokens=True, so text such as
     "<start_of_turn>model" inside a message stays plain text and can never open a turn. The
@@ -344,40 +619,55 @@ def tokenize_batch(tokenizer, batch: list[list[tuple]]) -> list[tuple[list, list
     piece is tokenized on its own, exactly as at inference, where the prompt ends at the assistant
     header and the model generates the reply's tokens from there.
     """
-    content = [text for pieces in batch for text, is_content, _ in pieces if is_content]
+    content = [p[0] for pieces in batch for p in pieces if p[1]]
     content_ids = iter(_encode_as_text(tokenizer, content))
-    # A template has only a handful of distinct pieces (headers, separators): tokenize each once.
+    # A template has only a handful of distinct pieces (headers, separators): tokenize each once. Tool calls are
+    # template text too, new in every conversation: the cache is bounded.
     cache = _template_cache.setdefault((id(tokenizer), tokenizer.chat_template), {})
-    new = list({text for pieces in batch for text, is_content, _ in pieces if not is_content and text not in cache})
+    new = list({p[0] for pieces in batch for p in pieces if not p[1] and p[0] not in cache})
+    if len(cache) + len(new) > 100_000:
+        cache.clear()
     if new:
         cache.update(zip(new, tokenizer(new, add_special_tokens=False)["input_ids"]))
     out = []
     for pieces in batch:
-        ids, labels = [], []
-        for text, is_content, trained in pieces:
+        ids, labels, token_kinds = [], [], []
+        for text, is_content, trained, kind in pieces:
             piece = next(content_ids) if is_content else cache[text]
             ids += piece
             labels += piece if trained else [IGNORE_INDEX] * len(piece)
-        out.append((ids, labels))
+            token_kinds += [kind] * len(piece)
+        out.append((ids, labels, token_kinds) if kinds else (ids, labels))
     return out
 
 
-def tokenize_conversation(tokenizer, fmt: ChatFormat, messages: list[dict], check: bool = False) -> list[tuple]:
+def tokenize_conversation(tokenizer, fmt: ChatFormat, messages: list[dict], check: bool = False, tools=None,
+                          train_reasoning: bool = True) -> list[tuple]:
     """(input_ids, labels) of each training example of one conversation (see chat_format.conversation_examples)."""
-    examples = conversation_examples(tokenizer, fmt, messages)
+    examples = conversation_examples(tokenizer, fmt, messages, tools, train_reasoning)
     if check:
         for example in examples:
             check_rendering(tokenizer, fmt, messages, example)
     return tokenize_batch(tokenizer, [e.pieces for e in examples])
 
 
+def for_template(messages: list[dict], fmt: ChatFormat) -> list[dict]:
+    """The messages as this template can render them: reasoning written inline (<think>...</think> opening the
+    content) moves to the field the template reads, and where it reads none, reasoning given apart is left out
+    (main says so, with the count). The first message's tools stay with it (conversation_tools)."""
+    if fmt.reasoning_field:
+        return [split_inline_reasoning(m) for m in messages]
+    return [{k: v for k, v in m.items() if k != "reasoning"} if "reasoning" in m else m for m in messages]
+
+
 def _exchanges(messages: list[dict]) -> list[list[dict]]:
-    """Group a cleaned conversation into exchanges: [system?, user, assistant], [user, assistant], ..."""
-    groups, start = [], 0
-    for i, m in enumerate(messages):
-        if m["role"] == "assistant":
-            groups.append(messages[start:i + 1])
-            start = i + 1
+    """Group a cleaned conversation into exchanges, each from a user message through the replies, tool calls and
+    tool results that follow it: [system?, user, assistant], [user, assistant, tool, assistant], ..."""
+    groups = []
+    for m in messages:
+        if m["role"] == "user" or not groups:
+            groups.append([])
+        groups[-1].append(m)
     return groups
 
 
@@ -457,24 +747,28 @@ def only_last_reply_trained(messages: list[dict]) -> list[dict]:
     return [dict(m, train=False) if m["role"] == "assistant" and i != last else m for i, m in enumerate(messages)]
 
 
-def prepare_batch(batch: dict, tokenizer, fmt: ChatFormat, cfg: dict) -> dict:
+def prepare_batch(batch: dict, indices: list, tokenizer, fmt: ChatFormat, cfg: dict) -> dict:
     """datasets.map function: conversations in, training examples (input_ids, labels) out."""
-    conversations = [json.loads(c) for c in batch["conversation"]]
+    conversations = [for_template(json.loads(c), fmt) for c in batch["conversation"]]
     if cfg["TRAIN_ON"] == "last":  # decided on the whole conversation, before any split
         conversations = [only_last_reply_trained(c) for c in conversations]
     per_conversation = []
-    for messages in conversations:
-        examples = conversation_examples(tokenizer, fmt, messages)
-        for example in examples:
-            check_rendering(tokenizer, fmt, messages, example)
+    for messages, source in zip(conversations, batch["source"]):
+        try:
+            examples = conversation_examples(tokenizer, fmt, messages, conversation_tools(messages),
+                                             cfg["TRAIN_REASONING"])
+            for example in examples:
+                check_rendering(tokenizer, fmt, messages, example)
+        except UserError as error:  # the template's own message (Llama 3.1: one call per turn), and where
+            raise UserError(f"{source}: {error}") from None
         per_conversation.append(examples)
     tokenized = iter(tokenize_batch(tokenizer, [e.pieces for examples in per_conversation for e in examples]))
     out = {"input_ids": [], "labels": [], "conversation_index": [], "stats": []}
 
-    def tokenize(msgs):
-        return tokenize_conversation(tokenizer, fmt, msgs, check=True)
+    for index, messages, rendered in zip(indices, conversations, per_conversation):
+        def tokenize(msgs, tools=conversation_tools(messages)):  # a window of the conversation keeps its tools
+            return tokenize_conversation(tokenizer, fmt, msgs, True, tools, cfg["TRAIN_REASONING"])
 
-    for index, messages, rendered in zip(batch["index"], conversations, per_conversation):
         examples, stats = [next(tokenized) for _ in rendered], Counter()
         if len(examples) > 1:  # the template renders history differently from the prompt: the cost of exactness
             stats["extra examples: replies kept in their inference context"] += len(examples) - 1
@@ -498,8 +792,8 @@ def prepare_batch(batch: dict, tokenizer, fmt: ChatFormat, cfg: dict) -> dict:
 _FORK_SHARED: dict = {}  # what forked map workers read from memory instead of receiving it pickled
 
 
-def _prepare_batch_shared(batch: dict, key: str) -> dict:
-    return prepare_batch(batch, **_FORK_SHARED[key])
+def _prepare_batch_shared(batch: dict, indices: list, key: str) -> dict:
+    return prepare_batch(batch, indices, **_FORK_SHARED[key])
 
 
 def _workers_fork() -> bool:
@@ -512,14 +806,24 @@ def _workers_fork() -> bool:
         return False
 
 
-def prepare_dataset(conversations: list[list[dict]], tokenizer, fmt: ChatFormat, cfg: dict, name: str):
-    """Tokenize and mask all conversations with datasets.map; return (dataset, stats)."""
-    import pyarrow.compute as pc
-    from datasets import Dataset, disable_progress_bars
+def prepare_dataset(conversations, tokenizer, fmt: ChatFormat, cfg: dict, name: str, sources: list | None = None,
+                    path: str = "", folder: Path | None = None):
+    """Tokenize and mask all conversations with datasets.map; return (dataset, stats).
 
-    rows = {"index": list(range(len(conversations))), "conversation": [json.dumps(c) for c in conversations]}
-    dataset = Dataset.from_dict(rows)
-    many = len(conversations) >= 2000  # fewer are done in about a second: no worker processes, no progress bar
+    `conversations`: a list of conversations, or a Dataset of validate_data (JSON "conversation", "source").
+    With a folder, the examples are written there in Arrow files and memory-mapped back, so memory does not
+    grow with the data. An error names the conversation: `path` and its index there (sources[i] for
+    conversations[i])."""
+    import pyarrow.compute as pc
+    from datasets import Dataset, Features, List, Value, disable_progress_bars
+
+    if isinstance(conversations, list):
+        dataset = Dataset.from_dict({
+            "conversation": [json.dumps(c) for c in conversations],
+            "source": [f"{path or name}: conversation {i}" for i in (sources or range(len(conversations)))]})
+    else:
+        dataset = conversations
+    many = len(dataset) >= 2000  # fewer are done in about a second: no worker processes, no progress bar
     num_proc = cfg["NUM_PROC"] or min(8, os.cpu_count() or 1)
     num_proc = num_proc if many and num_proc > 1 else None  # processes cost ~1 s to start
     if not many:
@@ -531,61 +835,121 @@ def prepare_dataset(conversations: list[list[dict]], tokenizer, fmt: ChatFormat,
         # each worker takes seconds. Other start methods (spawn, forkserver) get it pickled as usual.
         _FORK_SHARED[key] = kwargs
         function, kwargs = _prepare_batch_shared, {"key": key}
+    # token ids fit 32 bits (vocabularies are far below 2**31): half the memory and disk of datasets' default
+    features = Features({"input_ids": List(Value("int32")), "labels": List(Value("int32")),
+                         "conversation_index": Value("int64"), "stats": Value("string")})
     try:
         dataset = dataset.map(
             function, batched=True, batch_size=256, num_proc=num_proc, remove_columns=dataset.column_names,
-            fn_kwargs=kwargs, desc=f"Tokenizing {name} conversations",
-            # An in-memory dataset is never reused from a cache, so a fresh fingerprint is right, and it spares
-            # datasets hashing the whole tokenizer (seconds for a 256k vocabulary) on every call.
+            with_indices=True, fn_kwargs=kwargs, desc=f"Tokenizing {name} conversations", features=features,
+            load_from_cache_file=False,
+            cache_file_name=str(folder / f"{name}-examples.arrow") if folder else None,
+            # The examples are never reused from a cache, so a fresh fingerprint is right, and it spares datasets
+            # hashing the whole tokenizer (seconds for a 256k vocabulary) on every call.
             new_fingerprint=key,
         )
     finally:
         _FORK_SHARED.pop(key, None)
     stats = Counter()
-    for s in dataset["stats"]:
-        if s != "{}":
+    for chunk in dataset.data.column("stats").chunks:  # chunk by chunk: a million rows never sit in Python lists
+        for s in chunk.filter(pc.not_equal(chunk, "{}")).to_pylist():
             stats.update(json.loads(s))
-    lengths = pc.list_value_length(dataset.data.column("input_ids")).to_pylist()
-    keep = [i for i, n in enumerate(lengths) if n > 0]
-    if len(keep) < len(dataset):
-        dataset = dataset.select(keep)
+    lengths = pc.list_value_length(dataset.data.column("input_ids")).to_numpy()
+    if (lengths == 0).any():
+        dataset = dataset.select((lengths > 0).nonzero()[0])
     dataset = dataset.remove_columns(["stats"])
     return dataset, stats
 
 
 def token_counts(dataset) -> dict:
-    """Counts for the summary: examples, tokens, trained tokens, length percentiles."""
+    """Counts for the summary: examples, tokens, trained tokens, length percentiles. In Arrow, chunk by chunk:
+    hundreds of millions of labels are too many to walk in Python or to hold flattened at once."""
+    import numpy as np
     import pyarrow.compute as pc
 
-    # In Arrow: tens of millions of labels are too many to walk in Python.
-    lengths = sorted(pc.list_value_length(dataset.data.column("input_ids")).to_pylist())
-    labels = pc.list_flatten(dataset.data.column("labels"))
-    trained = pc.sum(pc.not_equal(labels, IGNORE_INDEX)).as_py() or 0
+    lengths = pc.list_value_length(dataset.data.column("input_ids")).to_numpy()
+    lengths = np.sort(lengths[lengths > 0])  # the rows of examples dropped by select() are empty
+    trained = sum(pc.sum(pc.not_equal(pc.list_flatten(chunk), IGNORE_INDEX)).as_py() or 0
+                  for chunk in dataset.data.column("labels").chunks)
 
     def pct(p):
-        return lengths[min(len(lengths) - 1, int(p / 100 * len(lengths)))] if lengths else 0
+        return int(lengths[min(len(lengths) - 1, int(p / 100 * len(lengths)))]) if len(lengths) else 0
 
-    return {"examples": len(lengths), "tokens": sum(lengths), "trained_tokens": trained,
-            "p50": pct(50), "p90": pct(90), "p99": pct(99), "max": lengths[-1] if lengths else 0}
+    return {"examples": len(lengths), "tokens": int(lengths.sum()), "trained_tokens": trained,
+            "p50": pct(50), "p90": pct(90), "p99": pct(99), "max": int(lengths[-1]) if len(lengths) else 0}
 
 
 # ----------------------------------------------------------------------------------------------------
 # showing what will be trained
 
-def render_mask(tokenizer, input_ids: list[int], labels: list[int], color: bool) -> str:
-    """The example's text with trained spans highlighted (green on a terminal, [[...]] otherwise)."""
+# how the preview shows each kind of text: (plain-text brackets, terminal colour); untrained text is shown plain
+MARKS = {"reply": ("[[", "]]", "42;30"), "reasoning": ("{{", "}}", "44;37"), "call": ("<<", ">>", "43;30"),
+         "result": ("((", "))", "2")}
+MARK_NAMES = {"reply": "trained reply", "reasoning": "trained reasoning", "call": "trained tool call",
+              "result": "tool result, not trained"}
+
+
+def render_mask(tokenizer, input_ids: list[int], labels: list[int], color: bool, kinds: list | None = None) -> str:
+    """The example's text with trained spans marked (coloured on a terminal, [[...]] otherwise). Given each
+    token's kind (token_kinds), trained reasoning and tool calls, and the untrained tool results, are marked
+    each in their own way (MARKS)."""
+    def mark(p):
+        if labels[p] != IGNORE_INDEX:
+            return kinds[p] if kinds and kinds[p] in ("reasoning", "call") else "reply"
+        return "result" if kinds and kinds[p] == "result" else None
+
     out, start = [], 0
     while start < len(input_ids):
-        trained = labels[start] != IGNORE_INDEX
-        end = start
-        while end < len(input_ids) and (labels[end] != IGNORE_INDEX) == trained:
+        kind, end = mark(start), start
+        while end < len(input_ids) and mark(end) == kind:
             end += 1
         text = tokenizer.decode(input_ids[start:end])
-        if trained:
-            text = f"\033[42;30m{text}\033[0m" if color else f"[[{text}]]"
+        if kind:
+            opening, closing, code = MARKS[kind]
+            text = f"\033[{code}m{text}\033[0m" if color else f"{opening}{text}{closing}"
         out.append(text)
         start = end
     return "".join(out)
+
+
+def legend(kinds: list | None, color: bool) -> str:
+    """What the preview's marks mean, for the kinds this example holds."""
+    shown = ["reply"] + [k for k in ("reasoning", "call", "result") if kinds and k in kinds]
+    if color:
+        return "; ".join(f"\033[{MARKS[k][2]}m{MARK_NAMES[k]}\033[0m" for k in shown)
+    if shown == ["reply"]:
+        return "trained text in [[ ]]"
+    return "; ".join(f"{MARK_NAMES[k]} in {MARKS[k][0]} {MARKS[k][1]}" for k in shown)
+
+
+def token_kinds(tokenizer, fmt: ChatFormat, messages: list[dict], input_ids: list[int], cfg: dict) -> list | None:
+    """Each token's kind in the example with these ids, one of the conversation's (None where the example is a
+    window that fit_conversation cut: the preview then marks trained text alone)."""
+    messages = for_template(messages, fmt)
+    if cfg["TRAIN_ON"] == "last":
+        messages = only_last_reply_trained(messages)
+    examples = conversation_examples(tokenizer, fmt, messages, conversation_tools(messages), cfg["TRAIN_REASONING"])
+    for ids, _, kinds in tokenize_batch(tokenizer, [e.pieces for e in examples], kinds=True):
+        if ids == list(input_ids):
+            return kinds
+    return None
+
+
+def check_template_support(fmt: ChatFormat, features: Counter, cfg: dict, log) -> None:
+    """Tools, tool calls and reasoning the model's template cannot render: an error for tools and calls (the
+    turns could not be trained as the model produces them), a note for reasoning (it is left out)."""
+    model = cfg["MODEL_NAME"] + (f" with chat_template={cfg['CHAT_TEMPLATE']}" if cfg["CHAT_TEMPLATE"] else "")
+    for feature, ok, what in (("conversations with tool definitions", fmt.renders_tools, "tool definitions (tools)"),
+                              ("assistant messages with tool calls", fmt.renders_tool_calls, "tool calls")):
+        if features[feature] and not ok:
+            raise UserError(f"{features[feature]} {feature.split(' with ')[0]} carry {what}, which the chat template "
+                            f"of {model} does not render: set CHAT_TEMPLATE to a .jinja template of this model "
+                            "family that renders tools, or use a model whose template does")
+    apart = features["_reasoning given apart"]
+    if apart and not fmt.reasoning_field:
+        log(f"NOTE: {apart} assistant messages carry reasoning, which the chat template of {model} does not render "
+            "(it reads none of reasoning_content, reasoning, thinking): it is left out, and only the replies are "
+            "trained. Set CHAT_TEMPLATE to a template that renders reasoning to train it")
 
 
 def print_summary(log, fmt_name, fmt: ChatFormat, problems: Counter, n_raw: int, n_kept: int, counts: dict,
@@ -905,7 +1269,7 @@ def last_checkpoint(run_dir: Path):
     return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
-def prepare_once(state, run_dir: Path, conversations, eval_conversations, tokenizer, fmt, cfg):
+def prepare_once(state, run_dir: Path, train: Data, evaluation: Data | None, tokenizer, fmt, cfg):
     """Prepare the data on the main process; other processes wait, then load what it saved."""
     from datasets import load_from_disk
 
@@ -914,9 +1278,9 @@ def prepare_once(state, run_dir: Path, conversations, eval_conversations, tokeni
     cut_stats = Counter()
     with state.main_process_first():
         if state.is_main_process:
-            train_set, cut_stats = prepare_dataset(conversations, tokenizer, fmt, cfg, "train")
-            if eval_conversations:
-                eval_set = prepare_dataset(eval_conversations, tokenizer, fmt, cfg, "eval")[0]
+            train_set, cut_stats = prepare_dataset(train.conversations, tokenizer, fmt, cfg, "train", folder=cache)
+            if evaluation is not None and evaluation.kept:
+                eval_set = prepare_dataset(evaluation.conversations, tokenizer, fmt, cfg, "eval", folder=cache)[0]
             if state.num_processes > 1:
                 train_set.save_to_disk(str(cache / "train"))
                 if eval_set is not None:
@@ -925,6 +1289,20 @@ def prepare_once(state, run_dir: Path, conversations, eval_conversations, tokeni
             train_set = load_from_disk(str(cache / "train"))
             eval_set = load_from_disk(str(cache / "eval")) if (cache / "eval").exists() else None
     return train_set, eval_set, cut_stats
+
+
+@contextlib.contextmanager
+def removed_on_error(run_dir: Path, folder: Path | None):
+    """On an error, remove the prepared data, and the run folder if nothing else is in it: a failed start leaves
+    nothing behind."""
+    try:
+        yield
+    except BaseException:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()  # only if empty
+        raise
 
 
 class NonFiniteLoss(Exception):
@@ -957,7 +1335,7 @@ def generate_replies(model, tokenizer, fmt: ChatFormat, prompts: list, stop_ids:
     prompt does not make many short ones pay for its padding."""
     import torch
 
-    texts = [prompt_text(tokenizer, fmt, p) for p in prompts]
+    texts = [prompt_text(tokenizer, fmt, for_template(p, fmt), conversation_tools(p)) for p in prompts]
     # the template wrote BOS already: no special tokens are added again
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     order = sorted(range(len(texts)), key=lengths.__getitem__)
@@ -1010,7 +1388,10 @@ def reply_report(model, tokenizer, fmt: ChatFormat, conversations: list, cfg: di
         if len(prompts) == cfg["REPLY_PROMPTS"]:
             break
         last_user = max(i for i, m in enumerate(conversation) if m["role"] == "user")
-        reference = next(m["content"] for m in conversation[last_user + 1:] if m["role"] == "assistant")
+        answer = next(m for m in conversation[last_user + 1:] if m["role"] == "assistant")
+        if answer.get("tool_calls"):  # a reply that calls a tool: its stop is a call, not the end of a turn
+            continue
+        reference = for_template([answer], fmt)[0]["content"] if fmt.reasoning_field else answer["content"]
         n_tokens = len(tokenizer(reference, add_special_tokens=False)["input_ids"])
         if n_tokens > cfg["REPLY_MAX_TOKENS"]:  # stopping can only be judged where the reference fits the limit
             too_long += 1
@@ -1102,23 +1483,34 @@ def main(argv: list[str] | None = None) -> Path | None:
     log = print if state.is_main_process else (lambda *a, **k: None)
     random.seed(cfg["SEED"])
 
-    # --- data: load and validate, before anything heavy
-    raw, data_format = load_conversations(cfg["DATA_PATH"])
-    conversations, problems = clean_conversations(raw, cfg["DATA_PATH"], cfg["STRICT"])
+    # --- data: read and validate one conversation at a time, before anything heavy. The main process keeps what
+    # it validated in Arrow files in the run folder (memory-mapped: memory does not grow with the data); the
+    # others validate alike, for the same errors, and later load the main process's prepared examples.
+    run_name = cfg["RUN_NAME"] or (time.strftime("%Y%m%d-%H%M%S") if not cfg["RESUME"] else "")
+    if state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        run_name = broadcast_object_list([run_name])[0]
+    run_dir = new_run_dir(cfg["OUTPUT_DIR"], run_name, cfg["RESUME"])
+    folder = run_dir / ".prepared" if state.is_main_process else None  # removed when the run ends
+    with removed_on_error(run_dir, folder):
+        train = validate_data(cfg["DATA_PATH"], cfg["STRICT"], folder, "train", log)
     if cfg["EVAL_DATA_PATH"]:
-        raw_eval, eval_format = load_conversations(cfg["EVAL_DATA_PATH"])
-        eval_conversations, eval_problems = clean_conversations(raw_eval, cfg["EVAL_DATA_PATH"], cfg["STRICT"])
-    elif cfg["EVAL_FRACTION"] > 0:
-        order = list(range(len(conversations)))
+        with removed_on_error(run_dir, folder):
+            evaluation = validate_data(cfg["EVAL_DATA_PATH"], cfg["STRICT"], folder, "eval", log)
+    elif cfg["EVAL_FRACTION"] > 0 and train.kept:
+        order = list(range(train.kept))
         random.Random(cfg["SEED"]).shuffle(order)
-        n_eval = max(1, round(cfg["EVAL_FRACTION"] * len(conversations)))
-        held = set(order[:n_eval])
-        eval_conversations = [c for i, c in enumerate(conversations) if i in held]
-        conversations = [c for i, c in enumerate(conversations) if i not in held]
-        eval_format, eval_problems, raw_eval = data_format, Counter(), eval_conversations
+        held = set(order[:max(1, round(cfg["EVAL_FRACTION"] * train.kept))])
+        split = {part: [i for i in range(train.kept) if (i in held) == (part == "eval")] for part in ("train", "eval")}
+        evaluation = Data(None, train.found, len(held), len(held), Counter(), Counter())
+        if train.conversations is not None:
+            evaluation.conversations = train.conversations.select(split["eval"])
+            train.conversations = train.conversations.select(split["train"])
+        train.kept -= len(held)
     else:
-        eval_conversations = []
-    if not conversations:
+        evaluation = None
+    if not train.kept:
         raise UserError(f"{cfg['DATA_PATH']}: no conversation is left to train on after validation")
 
     # --- tokenizer and role markers
@@ -1132,28 +1524,31 @@ def main(argv: list[str] | None = None) -> Path | None:
     log("chat template:")
     for line in describe(fmt):
         log(f"  {line}")
+    features = train.features + (evaluation.features if evaluation else Counter())
+    check_template_support(fmt, features, cfg, log)
 
     # --- tokenize and mask (once, on the main process; the others load its result)
-    run_name = cfg["RUN_NAME"] or (time.strftime("%Y%m%d-%H%M%S") if not cfg["RESUME"] else "")
-    if state.num_processes > 1:
-        from accelerate.utils import broadcast_object_list
-
-        run_name = broadcast_object_list([run_name])[0]
-    run_dir = new_run_dir(cfg["OUTPUT_DIR"], run_name, cfg["RESUME"])
-    train_set, eval_set, cut_stats = prepare_once(state, run_dir, conversations, eval_conversations, tokenizer, fmt, cfg)
+    with removed_on_error(run_dir, folder):
+        train_set, eval_set, cut_stats = prepare_once(state, run_dir, train, evaluation, tokenizer, fmt, cfg)
     counts = token_counts(train_set)
-    held_out = len(eval_conversations) if not cfg["EVAL_DATA_PATH"] else 0
-    print_summary(log, data_format, fmt, problems, len(raw), len(conversations), counts, cut_stats, "train", held_out)
+    held_out = evaluation.kept if evaluation and not cfg["EVAL_DATA_PATH"] else 0
+    print_summary(log, train.found, fmt, train.problems, train.read, train.kept, counts, cut_stats, "train", held_out)
     if eval_set is not None:
-        print_summary(log, eval_format, fmt, eval_problems, len(raw_eval), len(eval_conversations),
+        print_summary(log, evaluation.found, fmt, evaluation.problems, evaluation.read, evaluation.kept,
                       token_counts(eval_set), Counter(), "eval")
     if counts["trained_tokens"] == 0:
         raise UserError("no token is left to train on: every assistant reply was dropped or marked train=false")
+    for name, n in features.items():
+        if not name.startswith("_"):
+            log(f"  {name}: {n}")
     color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     for k in range(min(cfg["PREVIEW_EXAMPLES"], len(train_set))):
-        log(f"--- example {k} ({len(train_set[k]['input_ids'])} tokens; trained text "
-            + ("highlighted" if color else "in [[ ]]") + ")")
-        log(render_mask(tokenizer, train_set[k]["input_ids"], train_set[k]["labels"], color))
+        row = train_set[k]
+        conversation = json.loads(train.conversations[row["conversation_index"]]["conversation"]) \
+            if train.conversations is not None else None
+        kinds = token_kinds(tokenizer, fmt, conversation, row["input_ids"], cfg) if conversation else None
+        log(f"--- example {k} ({len(row['input_ids'])} tokens; {legend(kinds, color)})")
+        log(render_mask(tokenizer, row["input_ids"], row["labels"], color, kinds))
         log("---")
 
     if state.is_main_process:
@@ -1167,6 +1562,7 @@ def main(argv: list[str] | None = None) -> Path | None:
                 for row in train_set:
                     f.write(json.dumps({"input_ids": row["input_ids"], "labels": row["labels"]}) + "\n")
             log(f"wrote {run_dir / 'prepared.jsonl'} ({len(train_set)} examples); stopping before the model loads")
+            shutil.rmtree(run_dir / ".prepared", ignore_errors=True)
         return run_dir
 
     # --- model
@@ -1289,8 +1685,9 @@ def main(argv: list[str] | None = None) -> Path | None:
         model.generation_config.save_pretrained(run_dir)
         plot = plot_losses(run_dir / "metrics.jsonl", run_dir / "loss.png")
         sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled  # generating needs every process there
-        if eval_conversations and cfg["REPLY_PROMPTS"] > 0 and not sharded:
-            reply_report(trainer.model, tokenizer, fmt, eval_conversations, cfg, run_dir, log)
+        if evaluation and evaluation.conversations is not None and cfg["REPLY_PROMPTS"] > 0 and not sharded:
+            held = (json.loads(row["conversation"]) for row in evaluation.conversations)  # read as needed
+            reply_report(trainer.model, tokenizer, fmt, held, cfg, run_dir, log)
             log(f"sample replies: {run_dir / 'samples.md'}")
         shutil.rmtree(run_dir / ".prepared", ignore_errors=True)  # only needed while processes start
         (run_dir / "DONE").write_text("finished\n")

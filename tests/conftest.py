@@ -53,3 +53,19 @@ def run_script(*overrides: str, cwd: Path = ROOT, timeout: int = 900, script: Pa
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1", **(env or {})}
     return subprocess.run([sys.executable, str(script), *overrides], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="session")
+def corpus_tokenizer(tokenizer):
+    """A function: template name -> the real Gemma 3 tokenizer with that template and its control tokens
+    (tests/template_corpus.py), built once each."""
+    from template_corpus import template_tokenizer
+
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = template_tokenizer(tokenizer, name)
+        return cache[name]
+
+    return get

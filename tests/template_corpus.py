@@ -83,3 +83,15 @@ def template_tokenizer(base, name: str):
     tokenizer.eos_token = eos
     tokenizer.chat_template = template
     return tokenizer
+
+
+def trained_spans(labels, ignore: int = -100) -> list[tuple[int, int]]:
+    """(start, end) of each run of trained positions."""
+    out, start = [], None
+    for k, label in enumerate(list(labels) + [ignore]):
+        if label != ignore and start is None:
+            start = k
+        elif label == ignore and start is not None:
+            out.append((start, k))
+            start = None
+    return out

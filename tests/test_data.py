@@ -292,7 +292,7 @@ BAD_INPUTS = {
     "unknown-role": (
         "data.json",
         json.dumps([GOOD, [msg("user", "a"), msg("bot", "b")]]),
-        ["conversation 1, message 1", "unknown role 'bot'", "expected 'user', 'assistant' or 'system'"],
+        ["conversation 1, message 1", "unknown role 'bot'", "expected 'user', 'assistant', 'system' or 'tool'"],
     ),
     "content-not-a-string": (
         "data.json",
@@ -792,3 +792,25 @@ def test_train_on_last_with_split(ft, tokenizer, fmt, long_conversation):
     rows, _ = prepare(ft, tokenizer, fmt, [conversation], max_seq_length=max_len, train_on="last")
     trained = [t for ids, labels, _ in rows for t in trained_texts(tokenizer, ids, labels)]
     assert trained == [groups[-1][1]["content"] + EOT]
+
+
+def test_validated_and_prepared_data_stay_on_disk(ft, tokenizer, fmt, tmp_path):
+    """The script's path: conversations validated one at a time into an Arrow file, examples written to Arrow
+    files beside it (memory-mapped back), with the same examples as preparing the conversations in memory."""
+    sample = json.loads((Path(__file__).parent.parent / "data" / "conversations.json").read_text())[:60]
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps({"messages": c}) + "\n" for c in sample))
+    folder = tmp_path / "prepared"
+    data = ft.validate_data(str(path), False, folder, "train", print)
+    assert (data.read, data.kept) == (60, 60) and data.found == "objects with 'messages' (JSONL)"
+    assert [Path(f["filename"]).parent for f in data.conversations.cache_files] == [folder]
+    on_disk, _ = ft.prepare_dataset(data.conversations, tokenizer, fmt, config(ft), "train", folder=folder)
+    assert on_disk.cache_files and all(Path(f["filename"]).parent == folder for f in on_disk.cache_files)
+    cleaned, _ = ft.clean_conversations([c for c in sample], str(path), False)
+    in_memory, _ = ft.prepare_dataset(cleaned, tokenizer, fmt, config(ft), "train")
+    assert in_memory.cache_files == []
+    assert on_disk["input_ids"] == in_memory["input_ids"] and on_disk["labels"] == in_memory["labels"]
+    assert ft.token_counts(on_disk) == ft.token_counts(in_memory)
+    # without a folder (the processes other than the main one) the same checks run, and nothing is kept
+    again = ft.validate_data(str(path), False, None, "train", print)
+    assert again.conversations is None and (again.read, again.kept, again.problems) == (60, 60, data.problems)

@@ -14,7 +14,8 @@ import pytest
 
 from chat_format import UserError, describe, detect_chat_format, fold_system, render
 from conftest import run_script
-from template_corpus import CORPUS, TRL_TEMPLATES, template_tokenizer
+from template_corpus import CORPUS, TRL_TEMPLATES
+from template_corpus import trained_spans as spans
 
 IGNORE = -100
 
@@ -39,30 +40,6 @@ CONVERSATIONS = {
         {"role": "assistant", "content": "In short: 7."},
     ],
 }
-
-
-@pytest.fixture(scope="module")
-def corpus_tokenizer(tokenizer):
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            cache[name] = template_tokenizer(tokenizer, name)
-        return cache[name]
-
-    return get
-
-
-def spans(labels):
-    """(start, end) of each run of trained positions."""
-    out, start = [], None
-    for k, label in enumerate(list(labels) + [IGNORE]):
-        if label != IGNORE and start is None:
-            start = k
-        elif label == IGNORE and start is not None:
-            out.append((start, k))
-            start = None
-    return out
 
 
 def check_conversation(ft, tok, fmt, messages):
