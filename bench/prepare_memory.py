@@ -7,7 +7,7 @@
 Writes N synthetic conversations of about 500 tokens (bench/prepare_speed.py's, seeded) as one JSONL file,
 then runs the real script on it in prepare-only mode (read, validate, tokenize and mask, summarise, write
 prepared.jsonl), as a user would, with the small model's tokenizer. While it runs, the memory of the script's
-process and all its children (the tokenizing workers) is sampled every 0.2 s from /proc:
+process and all its children (the tokenizing workers) is sampled every second from /proc:
 
 - anonymous memory (Pss_Anon): what the data preparation itself holds, which must fit in RAM;
 - resident memory (Pss): anonymous memory plus the pages of memory-mapped files (Arrow files, libraries) the
@@ -78,14 +78,16 @@ def run(script: Path, data: Path, out: Path, model: str) -> dict:
                f"--output_dir={out}", "--run_name=bench", "--preview_examples=0", "--max_seq_length=4096"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "NO_COLOR": "1"}
     start = time.time()
-    process = subprocess.Popen(command, cwd=script.parent.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, env=env)
-    peak_anon = peak_rss = 0
-    while process.poll() is None:
-        anon, rss = memory_kib(tree(process.pid))
-        peak_anon, peak_rss = max(peak_anon, anon), max(peak_rss, rss)
-        time.sleep(0.2)
-    output = process.stdout.read()
+    log = out.with_suffix(".log")  # a file, not a pipe: a full pipe would stop the script until it is read
+    out.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as sink:
+        process = subprocess.Popen(command, cwd=script.parent.parent, stdout=sink, stderr=subprocess.STDOUT, env=env)
+        peak_anon = peak_rss = 0
+        while process.poll() is None:
+            anon, rss = memory_kib(tree(process.pid))
+            peak_anon, peak_rss = max(peak_anon, anon), max(peak_rss, rss)
+            time.sleep(1.0)
+    output = log.read_text()
     if process.returncode != 0:
         raise SystemExit(f"the script failed:\n{output[-3000:]}")
     summary = [line.strip() for line in output.splitlines() if line.startswith("  ") and "  " in line.strip()]
@@ -99,6 +101,7 @@ def main():
     parser.add_argument("--script", type=Path, default=SCRIPT, help="the script to measure (default: this one)")
     parser.add_argument("--model", default=str(ROOT / "models" / "gemma-3-270m"))
     parser.add_argument("--label", default="", help="a name for this version of the script in the results")
+    parser.add_argument("--out", type=Path, default=None, help="results file (default: bench/results/...)")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(dir=ROOT / "outputs" if (ROOT / "outputs").is_dir() else None) as work:
@@ -115,10 +118,11 @@ def main():
     record = {"benchmark": "prepare_memory", "date": datetime.date.today().isoformat(), "cpu": cpu_name(),
               "cpus": os.cpu_count(), "script": str(args.script), "label": args.label, "versions": versions(PACKAGES),
               "results": rows}
-    RESULTS.mkdir(parents=True, exist_ok=True)
     name = f"prepare-memory-{slug(args.label) + '-' if args.label else ''}{slug(cpu_name())}-{record['date']}.json"
-    (RESULTS / name).write_text(json.dumps(record, indent=1) + "\n")
-    print(f"wrote {RESULTS / name}")
+    out = args.out or RESULTS / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

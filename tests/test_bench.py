@@ -88,3 +88,15 @@ def test_cpu_train_smoke(small_model, tmp_path):
     for a, b in zip(fp32["losses"], bf16["losses"]):
         assert abs(a - b) < 0.03 * a, (fp32["losses"], bf16["losses"])
     assert 0 < bf16["peak_memory_gib"] and fp32["tokens_per_s"] > 0 and bf16["tokens_per_s"] > 0
+
+
+def test_prepare_memory_smoke(tmp_path):
+    """bench/prepare_memory.py: the real script in prepare-only mode on two sizes of data, its memory sampled."""
+    out = tmp_path / "memory.json"
+    result = run_bench("prepare_memory.py", "--n", "300", "600", "--out", str(out))
+    assert f"wrote {out}" in result.stdout
+    rows = json.loads(out.read_text())["results"]
+    assert [r["conversations"] for r in rows] == [300, 600]
+    for r in rows:
+        assert f"training examples                     {r['conversations']}" in r["summary"]
+        assert 0 < r["peak_anonymous_gib"] <= r["peak_resident_gib"] and r["seconds"] > 0
