@@ -53,6 +53,7 @@ class ChatFormat:
     renders_tools: bool = False  # the template shows tool definitions given as tools=
     renders_tool_calls: bool = False  # the template shows an assistant message's tool_calls
     tool_results_json: bool = False  # the template writes a tool result as a JSON string (quoted, escaped)
+    drops_inline_reasoning: bool = False  # the template cuts <think>...</think> out of every reply (DeepSeek-R1)
 
     @property
     def template_kwargs(self) -> dict:
@@ -453,7 +454,18 @@ def detect_chat_format(tokenizer, kwargs: dict | None = None, stop_ids=()) -> Ch
     return ChatFormat(draft.kwargs, system, frozenset(strip_roles), closing,
                       tuple(tokenizer(closing, add_special_tokens=False)["input_ids"]), preserving, turn.extra,
                       default_system, addition, stop_ids, _reasoning_field(tokenizer, kwargs),
-                      *_tool_support(tokenizer, kwargs))
+                      *_tool_support(tokenizer, kwargs), _drops_inline_reasoning(tokenizer, kwargs))
+
+
+def _drops_inline_reasoning(tokenizer, kwargs: dict) -> bool:
+    """Whether the template cuts reasoning written inline (<think>...</think> opening the content) out of a
+    finished reply, even the last one (DeepSeek-R1's distilled models): it never renders it to train."""
+    inline = "<think>\n" + _SENTINEL.format(5) + "\n</think>\n\n" + _SENTINEL.format(6)
+    try:
+        text = render(tokenizer, [{"role": "user", "content": "u"}, {"role": "assistant", "content": inline}], kwargs)
+    except UserError:
+        return False
+    return _SENTINEL.format(5) not in text and _SENTINEL.format(6) in text
 
 
 def _reasoning_field(tokenizer, kwargs: dict) -> str:

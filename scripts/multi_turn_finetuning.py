@@ -653,10 +653,13 @@ def tokenize_conversation(tokenizer, fmt: ChatFormat, messages: list[dict], chec
 
 def for_template(messages: list[dict], fmt: ChatFormat) -> list[dict]:
     """The messages as this template can render them: reasoning written inline (<think>...</think> opening the
-    content) moves to the field the template reads, and where it reads none, reasoning given apart is left out
-    (main says so, with the count). The first message's tools stay with it (conversation_tools)."""
+    content) moves to the field the template reads, and where it reads none, reasoning given apart is left out,
+    and inline reasoning too where the template cuts it from every reply (DeepSeek-R1; check_template_support
+    says so, with the count). The first message's tools stay with it (conversation_tools)."""
     if fmt.reasoning_field:
         return [split_inline_reasoning(m) for m in messages]
+    if fmt.drops_inline_reasoning:
+        messages = [split_inline_reasoning(m) for m in messages]
     return [{k: v for k, v in m.items() if k != "reasoning"} if "reasoning" in m else m for m in messages]
 
 
@@ -945,11 +948,13 @@ def check_template_support(fmt: ChatFormat, features: Counter, cfg: dict, log) -
             raise UserError(f"{features[feature]} {feature.split(' with ')[0]} carry {what}, which the chat template "
                             f"of {model} does not render: set CHAT_TEMPLATE to a .jinja template of this model "
                             "family that renders tools, or use a model whose template does")
-    apart = features["_reasoning given apart"]
-    if apart and not fmt.reasoning_field:
-        log(f"NOTE: {apart} assistant messages carry reasoning, which the chat template of {model} does not render "
-            "(it reads none of reasoning_content, reasoning, thinking): it is left out, and only the replies are "
-            "trained. Set CHAT_TEMPLATE to a template that renders reasoning to train it")
+    left_out = features["assistant messages with reasoning" if fmt.drops_inline_reasoning else "_reasoning given apart"]
+    if left_out and not fmt.reasoning_field:
+        log(f"NOTE: {left_out} assistant messages carry reasoning, which the chat template of {model} does not "
+            "render in a finished reply (it reads none of reasoning_content, reasoning, thinking"
+            + (", and cuts <think>...</think> out of the content" if fmt.drops_inline_reasoning else "")
+            + "): it is left out, and only the replies are trained. Set CHAT_TEMPLATE to a template that renders "
+            "reasoning to train it")
 
 
 def print_summary(log, fmt_name, fmt: ChatFormat, problems: Counter, n_raw: int, n_kept: int, counts: dict,

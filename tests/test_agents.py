@@ -282,3 +282,29 @@ def test_short_training_run_on_tool_data(small_model, tmp_path, agent_sources):
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "out" / "t" / "adapter_model.safetensors").exists()
     assert "assistant messages with tool calls: " in result.stdout and "<<" in result.stdout
+
+
+def test_deepseek_r1_inline_reasoning_is_left_out_as_its_template_does(ft, corpus_tokenizer, tmp_path):
+    """DeepSeek-R1's distilled template cuts <think>...</think> out of every reply, the last one too: it never
+    renders reasoning to train. The replies train (checked against the template's rendering), the reasoning is
+    left out, and one NOTE says how many replies had some. A template that renders content as it is (ChatML)
+    trains inline reasoning as part of the reply."""
+    conversation = [{"role": "user", "content": "Name a prime."},
+                    {"role": "assistant", "content": "<think>\nSmall ones: 2, 3, 5, 7.\n</think>\n\nIn short: 7."},
+                    {"role": "user", "content": "Another?"},
+                    {"role": "assistant", "content": "<think>\nEleven is prime.\n</think>\n\nIn short: 11."}]
+    r1, chatml = corpus_tokenizer("deepseek_r1_distill"), corpus_tokenizer("chatml")
+    for tok, kept in ((r1, False), (chatml, True)):
+        fmt = detect_chat_format(tok)
+        assert fmt.drops_inline_reasoning is not kept and not fmt.reasoning_field
+        cleaned, _ = ft.clean_conversations([conversation], "d", False)
+        examples = ft.tokenize_conversation(tok, fmt, ft.for_template(cleaned[0], fmt), check=True)
+        trained = "".join(tok.decode([t for t, x in zip(ids, labels) if x != IGNORE]) for ids, labels in examples)
+        assert "In short: 7." in trained and "In short: 11." in trained
+        assert ("Eleven is prime." in trained) is kept and ("Small ones" in trained) is kept
+    data = tmp_path / "r1.json"
+    data.write_text(json.dumps([conversation]))
+    result = run_script(f"--model_name={save_tokenizer(r1, tmp_path / 'r1')}", f"--data_path={data}",
+                        "--prepare_only=True", f"--output_dir={tmp_path / 'out'}")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("NOTE: 2 assistant messages carry reasoning") == 1
