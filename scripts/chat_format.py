@@ -54,6 +54,9 @@ class ChatFormat:
     renders_tool_calls: bool = False  # the template shows an assistant message's tool_calls
     tool_results_json: bool = False  # the template writes a tool result as a JSON string (quoted, escaped)
     drops_inline_reasoning: bool = False  # the template cuts <think>...</think> out of every reply (DeepSeek-R1)
+    call_content: str = "empty"  # a tool-call message without text gets content "" ("empty"), None ("none") or no
+    #                              content key ("absent"): whichever form the template renders the calls for
+    arguments_as_text: bool = False  # the template writes a call's arguments as given, so they go as a JSON string
 
     @property
     def template_kwargs(self) -> dict:
@@ -115,21 +118,31 @@ def shape(m: dict) -> tuple:
             json.dumps(calls, sort_keys=False) if calls else None, extra)
 
 
-def template_message(m_shape: tuple, fmt_reasoning_field: str, content: str, reasoning: str = "") -> dict:
+def template_message(m_shape: tuple, fmt, content: str, reasoning: str = "") -> dict:
     """A message as the template reads it: its content, reasoning under the field the template renders
-    (reasoning_content, reasoning or thinking), tool calls, tool_call_id and name."""
+    (reasoning_content, reasoning or thinking), tool calls, tool_call_id and name. `fmt` (a ChatFormat, or None
+    in the first probes) says which fields the template reads."""
     role, content_sentinel, edges, calls, extra = m_shape
-    out = {"role": role, "content": content if content_sentinel else ""}
-    if edges is not None and fmt_reasoning_field:
-        out[fmt_reasoning_field] = edges[0] + reasoning + edges[1]
+    out = {"role": role, "content": content}
+    if not content_sentinel:  # a call without text: in the form the template renders calls for
+        empty = fmt.call_content if fmt else "empty"
+        out["content"] = {"empty": "", "none": None}.get(empty)
+        if empty == "absent":
+            del out["content"]
+    field = fmt.reasoning_field if fmt else ""
+    if edges is not None and field:
+        out[field] = edges[0] + reasoning + edges[1]
     if calls:
         out["tool_calls"] = json.loads(calls)
+        if fmt and fmt.arguments_as_text:  # DeepSeek's templates concatenate the arguments into their text
+            for call in out["tool_calls"]:
+                call["function"]["arguments"] = json.dumps(call["function"]["arguments"], ensure_ascii=False)
     out.update(extra)
     return out
 
 
-def _sentinels(shapes, field: str = "", start: int = 0) -> list[dict]:
-    return [template_message(sh, field, _SENTINEL.format(start + i), _SENTINEL.format(_REASONING + start + i))
+def _sentinels(shapes, fmt=None, start: int = 0) -> list[dict]:
+    return [template_message(sh, fmt, _SENTINEL.format(start + i), _SENTINEL.format(_REASONING + start + i))
             for i, sh in enumerate(shapes)]
 
 
@@ -197,7 +210,7 @@ def _remember(cache: dict, key, value):
 
 
 def _turn(tokenizer, fmt_key, shapes: tuple, i: int, kwargs: dict, control: frozenset, stops: frozenset,
-          field: str = "") -> _Turn:
+          fmt=None) -> _Turn:
     """Reply i of a conversation of these shapes: its inference context and what the model generates after it.
 
     The context is the prompt rendered with add_generation_prompt=True. The generated text is read off the
@@ -208,7 +221,7 @@ def _turn(tokenizer, fmt_key, shapes: tuple, i: int, kwargs: dict, control: froz
     if key in _turn_cache:
         return _turn_cache[key]
     roles = [sh[0] for sh in shapes[:i + 1]]
-    sentinels = _sentinels(shapes[:i + 1], field)
+    sentinels = _sentinels(shapes[:i + 1], fmt)
     full = render(tokenizer, sentinels, kwargs)
     prompt = render(tokenizer, sentinels[:i], kwargs, add_generation_prompt=True)
     own = sorted(s for s in (_span(full, i), _span(full, _REASONING + i)) if s)
@@ -238,7 +251,7 @@ def _turn(tokenizer, fmt_key, shapes: tuple, i: int, kwargs: dict, control: froz
         trailing, drop, appended = body[len(completion):], 0, ""
     else:  # nothing closes the final reply (Qwen1.5, SOLAR): its closing is what follows it when the chat goes on
         end = len(full) - len(body) + own_end
-        more = render(tokenizer, sentinels + _sentinels(_plain(["user"]), field, i + 1), kwargs)
+        more = render(tokenizer, sentinels + _sentinels(_plain(["user"]), fmt, i + 1), kwargs)
         closing = _closing(tokenizer, more[end:], control, stops) if more[:end] == full[:end] else None
         if closing is None:
             raise UserError(f"the chat template closes an assistant reply with {full[end:]!r}, which holds no "
@@ -264,10 +277,10 @@ def _plan(tokenizer, fmt: ChatFormat, shapes: tuple, trained: tuple, tools: str 
     if key in _plan_cache:
         return _plan_cache[key]
     control = control_token_ids(tokenizer)
-    fmt_key = (id(tokenizer), tokenizer.chat_template, fmt.kwargs, fmt.stop_ids, fmt.reasoning_field, tools)
+    fmt_key = (id(tokenizer), tokenizer.chat_template, fmt.kwargs, fmt.stop_ids, fmt.reasoning_field, fmt.call_content,
+               fmt.arguments_as_text, tools)
     kwargs = dict(fmt.template_kwargs, **({"tools": json.loads(tools)} if tools else {}))
-    turns = {i: _turn(tokenizer, fmt_key, shapes, i, kwargs, control, frozenset(fmt.stop_ids), fmt.reasoning_field)
-             for i in trained}
+    turns = {i: _turn(tokenizer, fmt_key, shapes, i, kwargs, control, frozenset(fmt.stop_ids), fmt) for i in trained}
     todo, examples = set(trained), []
     while todo:
         last = max(todo)
@@ -386,8 +399,7 @@ def check_rendering(tokenizer, fmt: ChatFormat, messages: list[dict], example: E
 
 def template_messages(messages: list[dict], fmt: ChatFormat) -> list[dict]:
     """Messages in the template's own fields, with their real text."""
-    return [template_message(shape(m), fmt.reasoning_field, m["content"], (m.get("reasoning") or "").strip())
-            for m in messages]
+    return [template_message(shape(m), fmt, m["content"], (m.get("reasoning") or "").strip()) for m in messages]
 
 
 def prompt_messages(messages: list[dict], fmt: ChatFormat) -> list[dict]:
@@ -444,17 +456,18 @@ def detect_chat_format(tokenizer, kwargs: dict | None = None, stop_ids=()) -> Ch
     control = control_token_ids(tokenizer)
     draft = ChatFormat(json.dumps(kwargs, sort_keys=True), system, frozenset(strip_roles), "", (), True, "", "", "",
                        stop_ids)
-    fmt_key = (id(tokenizer), tokenizer.chat_template, draft.kwargs, stop_ids, "", "")
+    fmt_key = (id(tokenizer), tokenizer.chat_template, draft.kwargs, stop_ids, "", "empty", False, "")
     roles = _plain(("system",) * (system != "folded") + ("user", "assistant", "user", "assistant"))
     last = len(roles) - 1
     turn = _turn(tokenizer, fmt_key, roles, last, kwargs, control, frozenset(stop_ids))
     closing = turn.completion[_span(turn.completion, last)[1]:]  # what follows the content in the completion
     preserving = len(_plan(tokenizer, draft, roles, (last - 2, last))) == 1
     default_system, addition = _system_texts(tokenizer, kwargs, system)
+    tools = _tool_support(tokenizer, kwargs)
     return ChatFormat(draft.kwargs, system, frozenset(strip_roles), closing,
                       tuple(tokenizer(closing, add_special_tokens=False)["input_ids"]), preserving, turn.extra,
                       default_system, addition, stop_ids, _reasoning_field(tokenizer, kwargs),
-                      *_tool_support(tokenizer, kwargs), _drops_inline_reasoning(tokenizer, kwargs))
+                      *tools[:3], _drops_inline_reasoning(tokenizer, kwargs), *tools[3:])
 
 
 def _drops_inline_reasoning(tokenizer, kwargs: dict) -> bool:
@@ -485,22 +498,32 @@ PROBE_TOOL = {"type": "function", "function": {"name": "probe_tool_name", "descr
                                                "parameters": {"type": "object", "properties": {}}}}
 
 
-def _tool_support(tokenizer, kwargs: dict) -> tuple[bool, bool, bool]:
-    """(renders tool definitions, renders tool calls, writes tool results as JSON strings), read off probes."""
+def _tool_support(tokenizer, kwargs: dict) -> tuple[bool, bool, bool, str, bool]:
+    """(renders tool definitions, renders tool calls, writes tool results as JSON strings, call_content,
+    arguments_as_text), read off probes. A call without text is tried with content "" (most templates), None
+    (DeepSeek's) and no content; its arguments as an object (most), then as a JSON string (DeepSeek's)."""
     user = [{"role": "user", "content": "u"}]
     try:
         tools = "probe_tool_name" in render(tokenizer, user, dict(kwargs, tools=[PROBE_TOOL]))
     except UserError:
         tools = False
     result = _SENTINEL.format(7) + '"\n'
-    call = {"role": "assistant", "content": "", "tool_calls": [
-        {"type": "function", "id": "abcDEF123", "function": {"name": "probe_call_name", "arguments": {"x": 1}}}]}
     reply = {"role": "tool", "content": result, "tool_call_id": "abcDEF123", "name": "probe_call_name"}
-    try:
-        text = render(tokenizer, user + [call, reply, {"role": "assistant", "content": "a"}], kwargs)
-    except UserError:
-        return tools, False, False
-    return tools, "probe_call_name" in text, result not in text and json.dumps(result, ensure_ascii=False)[1:-1] in text
+    for as_text in (False, True):
+        arguments = '{"x": 1}' if as_text else {"x": 1}
+        calls = [{"type": "function", "id": "abcDEF123",
+                  "function": {"name": "probe_call_name", "arguments": arguments}}]
+        for content in ("empty", "none", "absent"):
+            call = {"role": "assistant", "tool_calls": calls,
+                    **({"content": {"empty": "", "none": None}[content]} if content != "absent" else {})}
+            try:
+                text = render(tokenizer, user + [call, reply, {"role": "assistant", "content": "a"}], kwargs)
+            except UserError:
+                continue
+            if "probe_call_name" in text:
+                as_json = result not in text and json.dumps(result, ensure_ascii=False)[1:-1] in text
+                return tools, True, as_json, content, as_text
+    return tools, False, False, "empty", False
 
 
 def _system_handling(tokenizer, kwargs: dict) -> str:
@@ -567,6 +590,13 @@ def describe(fmt: ChatFormat) -> list[str]:
     else:
         lines.append("rendering: history differs from the prompt at inference, so a conversation becomes several "
                      "examples, each reply trained in the context the model will see (cost in the table below)")
+    rendered = [what for what, ok in (("tool definitions", fmt.renders_tools), ("tool calls", fmt.renders_tool_calls))
+                if ok]
+    lines.append(f"tools: renders {' and '.join(rendered)}" if rendered else "tools: renders none (plain chat only)")
+    if fmt.reasoning_field:
+        lines.append(f"reasoning: read from each assistant message's {fmt.reasoning_field!r}")
+    elif fmt.drops_inline_reasoning:
+        lines.append("reasoning: cut out of every reply (<think>...</think>), so never trained")
     if fmt.generation_extra:
         lines.append(f"NOTE: the generation prompt adds {fmt.generation_extra!r}, which the template's rendering of "
                      "a finished reply does not have (the data holds no reasoning for it): replies are trained as "

@@ -308,3 +308,17 @@ def test_deepseek_r1_inline_reasoning_is_left_out_as_its_template_does(ft, corpu
                         "--prepare_only=True", f"--output_dir={tmp_path / 'out'}")
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("NOTE: 2 assistant messages carry reasoning") == 1
+
+
+def test_deepseek_v3_gets_its_call_arguments_as_text(ft, corpus_tokenizer):
+    """DeepSeek V3's template concatenates a call's arguments into its text, so they must reach it as a JSON
+    string (most templates want an object and write it with tojson): read off the template, and each example
+    checked against the template's own rendering of the trajectory."""
+    tok = corpus_tokenizer("deepseek_v3")
+    fmt = detect_chat_format(tok)
+    assert fmt.renders_tool_calls and fmt.arguments_as_text and not fmt.renders_tools
+    assert not detect_chat_format(corpus_tokenizer("qwen2_5")).arguments_as_text
+    cleaned, _ = ft.clean_conversations([trajectory()], "d", False)
+    examples = ft.tokenize_conversation(tok, fmt, ft.for_template(cleaned[0], fmt), check=True)
+    trained = "".join(tok.decode([t for t, x in zip(ids, labels) if x != IGNORE]) for ids, labels in examples)
+    assert '```json\n{"city": "Paris"}\n```' in trained and "108.50 USD" in trained and "temp_c" not in trained
