@@ -279,7 +279,7 @@ def _plan(tokenizer, fmt: ChatFormat, shapes: tuple, trained: tuple, tools: str 
     control = control_token_ids(tokenizer)
     fmt_key = (id(tokenizer), tokenizer.chat_template, fmt.kwargs, fmt.stop_ids, fmt.reasoning_field, fmt.call_content,
                fmt.arguments_as_text, tools)
-    kwargs = dict(fmt.template_kwargs, **({"tools": json.loads(tools)} if tools else {}))
+    kwargs = _kwargs(fmt, tools)
     turns = {i: _turn(tokenizer, fmt_key, shapes, i, kwargs, control, frozenset(fmt.stop_ids), fmt) for i in trained}
     todo, examples = set(trained), []
     while todo:

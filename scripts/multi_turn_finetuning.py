@@ -473,8 +473,8 @@ def clean_conversation(conversation: list, at: str, strict: bool, problems: Coun
                                 "answer the calls, or the two belong in one message")
             soft("consecutive messages of one role merged", f"{at}, message {j}")
             turns[-1] = dict(previous, content=previous["content"] + "\n\n" + m["content"],
-                             train=previous["train"] and m["train"], **{
-                                 k: m[k] for k in ("tool_calls",) if k in m})
+                             train=previous["train"] and m["train"],
+                             **({"tool_calls": m["tool_calls"]} if "tool_calls" in m else {}))
         else:
             turns.append(dict(m))
             numbers.append(j)
@@ -537,8 +537,7 @@ def conversation_features(messages: list[dict]) -> Counter:
         found["tool results (context, never trained)"] += m["role"] == "tool"
         apart = bool((m.get("reasoning") or "").strip())
         found["_reasoning given apart"] += apart
-        found["assistant messages with reasoning"] += apart or (
-            m["role"] == "assistant" and m["content"].lstrip().startswith("<think>") and "</think>" in m["content"])
+        found["assistant messages with reasoning"] += apart or split_inline_reasoning(m) is not m  # inline
     return found
 
 
