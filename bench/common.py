@@ -1,4 +1,5 @@
-"""What both benchmarks need: the script imported as a module, the machine's name, library versions."""
+"""What the benchmarks share: the script imported as a module, the machine's name, library versions, the memory of
+a process tree."""
 
 import importlib.metadata
 import importlib.util
@@ -56,3 +57,33 @@ def write_results(record: dict, out: str, name: str) -> str:
     path.write_text(json.dumps(record, indent=1))
     print(f"wrote {path}")
     return str(path)
+
+
+def tree(pid: int) -> list[int]:
+    """pid and all its descendants."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def memory_kib(pids: list[int]) -> tuple[int, int]:
+    """(anonymous, resident) memory of these processes together, in KiB, each page shared by k processes counted
+    1/k in each (proportional set size): forked workers share their parent's pages until they write them."""
+    anon = rss = 0
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss_Anon:"):
+                    anon += int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    rss += int(line.split()[1])
+        except OSError:
+            pass
+    return anon, rss

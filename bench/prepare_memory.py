@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import RESULTS, ROOT, SCRIPT, cpu_name, slug, versions
+from common import RESULTS, ROOT, SCRIPT, cpu_name, memory_kib, slug, tree, versions
 from prepare_speed import synthesise
 
 PACKAGES = ("datasets", "transformers", "tokenizers", "pyarrow")
@@ -41,36 +41,6 @@ def write_data(path: Path, n: int, seed: int = 0) -> None:
         for start in range(0, n, 10_000):
             for conversation in synthesise(min(10_000, n - start), seed + start):
                 f.write(json.dumps(conversation) + "\n")
-
-
-def tree(pid: int) -> list[int]:
-    """pid and all its descendants."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        try:
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return out
-
-
-def memory_kib(pids: list[int]) -> tuple[int, int]:
-    """(anonymous, resident) memory of these processes together, in KiB, each page shared by k processes counted
-    1/k in each (proportional set size): forked workers share their parent's pages until they write them."""
-    anon = rss = 0
-    for p in pids:
-        try:
-            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss_Anon:"):
-                    anon += int(line.split()[1])
-                elif line.startswith("Pss:"):
-                    rss += int(line.split()[1])
-        except OSError:
-            pass
-    return anon, rss
 
 
 def run(script: Path, data: Path, out: Path, model: str) -> dict:

@@ -10,7 +10,8 @@ Each test compares what the training path computes with a reference computed ano
 * flex attention (forward only: it has no backward on the CPU) against eager on the tiny Gemma-2, alone,
   padded and packed;
 * the fused LM-head loss that SFTTrainer computes, against plain full-logits cross-entropy (and its
-  gradients), with Gemma-2's final-logit softcapping;
+  gradients), with Gemma-2's final-logit softcapping; the trained control-token rows' gradient taken from
+  their own columns (row_gradients_only) against TRL's gradient of the whole tied head;
 * gradient accumulation: one batch of 4 against 4 accumulated micro-batches of 1, through the real
   script with examples of different numbers of trained tokens;
 * the real script end to end on a tiny random Gemma-2 (eager attention, softcapping), on padded and on
@@ -454,6 +455,55 @@ def test_fused_loss_equals_full_logits_cross_entropy(request, tokenizer, pair, n
         torch.testing.assert_close(logits.detach(), cap * torch.tanh(raw / cap), rtol=1e-4, atol=1e-4)
         uncapped = F.cross_entropy(raw[:, :-1][mask].double(), targets[mask])
         assert abs(uncapped - ref.detach()) > 0.1, "softcapping has no visible effect on this model"
+
+
+@pytest.mark.parametrize("folder", ["small_model", "gemma2_folder"])
+def test_trained_rows_get_their_gradient_without_the_heads(ft, request, tokenizer, pair, folder):
+    """row_gradients_only (the trained control-token rows' gradient from their own columns) against TRL's own
+    path, which computes the whole tied head's gradient and keeps those rows: the same loss, and the same
+    gradient for the rows and for every LoRA matrix. On the real Gemma 3 270M and on the tiny Gemma-2, whose
+    final-logit softcapping the rows' logits go through. The row is first set to the row of the batch's most
+    frequent trained token: so the weight the loss sees must carry it, and its probability is far from 0 (at the
+    base model's 1e-8 the -p term of its gradient would not count)."""
+    import trl.trainer.utils as trl_utils
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
+    base = AutoModelForCausalLM.from_pretrained(request.getfixturevalue(folder), dtype=torch.float32,
+                                                attn_implementation="eager")
+    base.eval()
+    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
+                        trainable_token_indices=[end_of_turn])
+    model = get_peft_model(base, config)
+    head = ft.head_with_trained_rows(model)
+    batch = collate(tokenizer, pair, padding_free=False)
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}
+    assert (inputs["labels"] == end_of_turn).sum() >= 3  # the row is a target, as well as in the context
+    trained = inputs["labels"][(inputs["labels"] != IGNORE) & (inputs["labels"] != end_of_turn)]
+    delta = head.token_adapter.trainable_tokens_delta["default"]
+    with torch.no_grad():
+        delta.copy_(base.get_input_embeddings().weight[trained.mode().values].unsqueeze(0))
+    add_fused_lm_head(model.get_base_model(), outputs=("log_probs", "entropy", "is_top1"))
+
+    def loss_and_grads():
+        model.zero_grad(set_to_none=True)
+        out = model(**inputs, use_cache=False, fused_lm_head=True)
+        loss = -out.log_probs.sum() / out.label_mask.sum()
+        loss.backward()
+        return loss.detach(), grads_of(model)
+
+    want_loss, want = loss_and_grads()
+    original = trl_utils._ChunkedLogProbFunction
+    with ft.row_gradients_only(head):
+        assert trl_utils._ChunkedLogProbFunction is not original
+        got_loss, got = loss_and_grads()
+    assert trl_utils._ChunkedLogProbFunction is original
+    rows = next(n for n in want if "trainable_tokens_delta" in n)
+    assert want[rows].abs().max() > 0 and len(want) > 1
+    torch.testing.assert_close(got_loss, want_loss, rtol=1e-6, atol=1e-6)
+    assert_grads_close(got, want, rtol=1e-4, atol_scale=1e-4)
 
 
 # ----------------------------------------------------------------------------------------------------
