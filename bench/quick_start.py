@@ -46,7 +46,8 @@ def phase_of(line: str, current: str) -> str:
 
 
 def run_command(root: Path, extra: list[str], out_dir: Path) -> dict:
-    command = [str(root / ".venv" / "bin" / "python"), "-u", "scripts/multi_turn_finetuning.py", f"--config={CONFIG}",
+    python = root / ".venv" / "bin" / "python" if root != ROOT else Path(sys.executable)  # the clone's own, or ours
+    command = [str(python), "-u", "scripts/multi_turn_finetuning.py", f"--config={CONFIG}",
                f"--output_dir={out_dir}", "--run_name=quick-start", *extra]
     env = {**os.environ, "NO_COLOR": "1", "PYTHONUNBUFFERED": "1"}
     start = time.time()
@@ -82,14 +83,17 @@ def run_command(root: Path, extra: list[str], out_dir: Path) -> dict:
     order = list(starts)
     durations = {name: round((starts[order[i + 1]] if i + 1 < len(order) else seconds) - starts[name], 1)
                  for i, name in enumerate(order)}
-    replies = json.loads((out_dir / "quick-start" / "replies.json").read_text())
+    path = out_dir / "quick-start" / "replies.json"  # none where no held-out reply fits reply_max_tokens
+    replies = json.loads(path.read_text()) if path.exists() else {"before": {}, "after": {}}
     peak_phase = max(peaks, key=lambda p: peaks[p][1])
     return {"seconds": round(seconds, 1), "phases_s": durations,
             "peak_pss_gib": round(peaks[peak_phase][1] / 2**20, 2), "peak_phase": peak_phase,
             "peak_anonymous_gib": round(max(p[0] for p in peaks.values()) / 2**20, 2),
             "peak_pss_gib_by_phase": {p: round(v[1] / 2**20, 2) for p, v in peaks.items()},
-            "stop_rate_before": replies["before"]["stop_rate"], "stop_rate_after": replies["after"]["stop_rate"],
-            "same_opening_after": replies["after"]["same_opening"], "prompts": replies["prompts"]}
+            "stop_rate_before": replies["before"].get("stop_rate"), "stop_rate_after": replies["after"].get("stop_rate"),
+            "same_opening_after": replies["after"].get("same_opening"), "prompts": replies.get("prompts", 0),
+            "replies_after": [{"stopped": r["after"]["stopped"], "tokens": r["after"]["tokens"], "text": r["after"]["text"],
+                               "reference": r["reference"]} for r in replies.get("replies", [])]}
 
 
 def fresh_setup(work: Path) -> tuple[Path, float]:
@@ -115,7 +119,7 @@ def main():
               "cpus": os.cpu_count(), "command": f"scripts/multi_turn_finetuning.py --config={CONFIG}",
               "extra": args.extra, "setup_s": setup_s, **result,
               "total_s": round(result["seconds"] + (setup_s or 0), 1), "versions": versions(PACKAGES)}
-    print(json.dumps({k: v for k, v in record.items() if k != "versions"}, indent=1))
+    print(json.dumps({k: v for k, v in record.items() if k not in ("versions", "replies_after")}, indent=1))
     name = "quick-start" + (f"-{args.label}" if args.label else "")
     write_results(record, args.out, name)
 

@@ -6,6 +6,8 @@ import math
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 
@@ -100,3 +102,21 @@ def test_prepare_memory_smoke(tmp_path):
     for r in rows:
         assert f"training examples                     {r['conversations']}" in r["summary"]
         assert 0 < r["peak_anonymous_gib"] <= r["peak_resident_gib"] and r["seconds"] > 0
+
+
+def test_quick_start_smoke(small_model, tmp_path):
+    """bench/quick_start.py on a shortened first command: every phase is timed in order, memory is sampled in
+    each, and the run's own reply figures are recorded."""
+    out = tmp_path / "quick.json"
+    run_bench("quick_start.py", "--out", str(out), "--", "--max_steps=2", "--logging_steps=1", "--eval_fraction=0.03",
+              "--max_seq_length=256", "--reply_prompts=2", "--reply_max_tokens=48")
+    report = json.loads(out.read_text())
+    assert list(report["phases_s"]) == ["start-up and data", "model loading", "first evaluation", "training",
+                                        "last evaluation", "replies", "saving"]
+    assert all(s >= 0 for s in report["phases_s"].values())
+    assert sum(report["phases_s"].values()) == pytest.approx(report["seconds"], abs=1.0)
+    assert report["peak_phase"] in report["phases_s"] and 0.3 < report["peak_pss_gib"] < 64
+    assert report["peak_pss_gib"] == max(report["peak_pss_gib_by_phase"].values())
+    assert report["prompts"] == 2 and len(report["replies_after"]) == 2
+    assert 0 <= report["stop_rate_after"] <= 1 and report["setup_s"] is None
+    assert report["extra"][0] == "--max_steps=2" and report["versions"]["torch"]

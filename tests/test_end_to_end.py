@@ -93,6 +93,9 @@ def test_stop_rate_is_measured_before_and_after(trained):
     assert report["after"]["mean_tokens"] == pytest.approx(report["reference_mean_tokens"], abs=2)
     assert report["before"]["same_opening"] < 1.0  # the base model did not know the pattern
     assert "stopped at the end of turn" in result.stdout
+    rows = report["replies"]  # every prompt's replies, for a user to judge them one by one
+    assert len(rows) == 6 and all(r["prompt"] and r["reference"] for r in rows)
+    assert sum(r["after"]["stopped"] for r in rows) / 6 == report["after"]["stop_rate"]
 
 
 def test_adapter_loads_and_stops_at_end_of_turn(trained, small_model):

@@ -407,11 +407,31 @@ def test_flex_attention_is_exact_for_gemma2(tokenizer, pair, alone, gemma2):
 # (c) the fused LM-head loss
 
 
-@pytest.mark.parametrize("name", ["gemma3", "gemma2"])
-def test_fused_loss_equals_full_logits_cross_entropy(request, tokenizer, pair, name):
+@pytest.mark.parametrize("name,lean", [("gemma3", False), ("gemma2", False), ("gemma3", True), ("gemma2", True)])
+def test_fused_loss_equals_full_logits_cross_entropy(ft, request, tokenizer, pair, name, lean, monkeypatch):
     """SFTTrainer's loss (TRL's fused, chunked LM head) against cross-entropy on the model's own full logits,
-    which include Gemma-2's final-logit softcapping; values, per-token log-probs and gradients."""
+    which include Gemma-2's final-logit softcapping; values, per-token log-probs and gradients. lean: with the
+    script's CPU settings (lean_cpu_lm_head: small tiles, only the trained positions scored), which must change
+    nothing but the work done."""
+    import trl.kernels.chunked_logprob as kernel
+    import trl.trainer.utils as trl_utils
     from trl.trainer.utils import add_fused_lm_head
+
+    scored = []
+    if lean:
+        for module, names in ((kernel, ["TOKEN_CHUNK_SIZE"]), (trl_utils, ["_CHUNKED_LOGPROB_CHUNK_SIZE", "_use_triton"])):
+            for attr in names:
+                monkeypatch.setattr(module, attr, getattr(module, attr))  # restored after the test
+        ft.lean_cpu_lm_head()
+        fused = trl_utils._ChunkedLogProbFunction
+
+        class Recording:
+            @staticmethod
+            def apply(hidden, *args):
+                scored.append(hidden.shape[0])
+                return fused.apply(hidden, *args)
+
+        monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", Recording)
 
     model = request.getfixturevalue(name)
     set_attention(model, "eager")
@@ -435,6 +455,7 @@ def test_fused_loss_equals_full_logits_cross_entropy(request, tokenizer, pair, n
     try:
         out = model(**inputs, use_cache=False, fused_lm_head=True)  # as SFTTrainer.compute_loss does
         assert torch.equal(out.label_mask, mask)
+        assert scored == ([int(mask.sum())] if lean else [])  # the trained positions alone, where set
         loss = -out.log_probs.sum() / out.label_mask.sum()  # SFTTrainer's reduction without num_items_in_batch
         torch.testing.assert_close(out.loss, loss)
         torch.testing.assert_close(loss.double().detach(), ref.detach(), rtol=1e-5, atol=1e-5)
@@ -720,3 +741,30 @@ def test_flex_attention_is_not_chosen_where_its_backward_cannot_compile(ft, toke
     assert ft.choose_attention(gemma2_9b_heads, "flex_attention", True)[0] == "flex_attention"
     monkeypatch.setattr(ft, "_flash_attn_ok", lambda: True)
     assert ft.choose_attention(gemma2_9b_heads, "auto", True)[0] == "flash_attention_2"
+
+
+@pytest.mark.parametrize("setting,probability,expected", [
+    ("auto", None, "WARNING: the base model has not learned the control tokens"),
+    (True, 0.5, "WARNING: train_control_tokens=True, but the rows of <end_of_turn>"),
+    ("auto", 0.5, None)])
+def test_untied_head_trains_no_rows_and_says_why(ft, tokenizer, setting, probability, expected, monkeypatch):
+    """A model whose LM head is not tied to its embeddings gets no trained rows. Its WARNING says the model has not
+    learned the token where it has not (a random tiny Gemma-2 gives <end_of_turn> about 1/vocabulary), and only
+    that the rows cannot be trained where it was asked for them (True) but the model knows the token; "auto" says
+    nothing about a token the model knows."""
+    from accelerate import PartialState
+    from transformers import Gemma2ForCausalLM
+
+    config = tiny_gemma2_config(tokenizer)
+    config.tie_word_embeddings = False
+    torch.manual_seed(0)
+    model = Gemma2ForCausalLM(config).eval()
+    assert model.get_output_embeddings().weight.data_ptr() != model.get_input_embeddings().weight.data_ptr()
+    fmt = ft.detect_chat_format(tokenizer)
+    train_set, _ = ft.prepare_dataset([CONV_A, CONV_B], tokenizer, fmt, dict(ft.CONFIG, NUM_PROC=1), "train")
+    if probability is not None:
+        monkeypatch.setattr(ft, "token_probabilities", lambda model, dataset, ids: {t: probability for t in ids})
+    lines = []
+    cfg = dict(ft.CONFIG, TRAIN_CONTROL_TOKENS=setting)
+    assert ft.control_tokens_to_train(model, tokenizer, train_set, cfg, PartialState(), lines.append) == {}
+    assert [line[:len(expected)] for line in lines] == ([expected] if expected else [])
