@@ -1208,7 +1208,7 @@ def row_gradients_only(head):
     TRL's fused loss takes the head's weight as one tensor. With rows trained (TRAIN_CONTROL_TOKENS) that tensor
     needs a gradient, so its backward multiplies every token's logit gradient by the hidden states over the whole
     vocabulary: one more (tokens x vocabulary x hidden) product per step, and a float32 gradient the size of the
-    embedding (262k x 640 for Gemma 3, 0.6 GiB; 3.5 GiB for Gemma 2 9B), of which the few trained rows are kept.
+    embedding (262k x 640 for Gemma 3, 0.6 GiB; 3.4 GiB for Gemma 2 9B), of which the few trained rows are kept.
     Here the loss sees the weight without a gradient (same values, so the same loss and hidden-state gradient),
     and each trained row k gets its exact gradient from the K columns alone: d log p(y_t) / d z_tk = [y_t = k] - p_tk,
     with p_tk = exp(z_tk - log Z_t) and log Z_t = z_t,y_t - log p(y_t). Measured in bench/cpu_train.py.
