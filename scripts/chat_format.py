@@ -108,22 +108,25 @@ def shape(m: dict) -> tuple:
     """What a message is apart from its free text: the key under which its renderings are cached.
 
     A message's content and reasoning are free text (replaced by sentinels in probe renderings); its tool calls,
-    tool_call_id and name are rendered by the template as they are, so they belong to the shape. The reasoning's
-    surrounding whitespace does too: templates strip it (Qwen3's reasoning_content.strip('\n'))."""
+    tool_call_id and name are rendered by the template as they are, so they belong to the shape. The whitespace
+    around the content and the reasoning does too: templates strip it, each in its own way and sometimes only in
+    some turns (Qwen3's content.lstrip('\n') in the final reply, reasoning_content.strip('\n')), so the probe
+    renders it and the example keeps whatever the template keeps, as template text."""
     role, calls = m["role"], m.get("tool_calls")
-    content_sentinel = not (role == "assistant" and calls and not m.get("content"))
+    content = m.get("content") or ""
+    content_sentinel = not (role == "assistant" and calls and not content)
     reasoning = m.get("reasoning") or ""
     extra = tuple((k, m[k]) for k in ("tool_call_id", "name") if m.get(k) is not None)
     return (role, content_sentinel, _edges(reasoning) if reasoning.strip() else None,
-            json.dumps(calls, sort_keys=False) if calls else None, extra)
+            json.dumps(calls, sort_keys=False) if calls else None, extra, _edges(content) if content_sentinel else ("", ""))
 
 
 def template_message(m_shape: tuple, fmt, content: str, reasoning: str = "") -> dict:
-    """A message as the template reads it: its content, reasoning under the field the template renders
+    """A message as the template reads it: its content (the text inside the whitespace the shape holds), reasoning under the field the template renders
     (reasoning_content, reasoning or thinking), tool calls, tool_call_id and name. `fmt` (a ChatFormat, or None
     in the first probes) says which fields the template reads."""
-    role, content_sentinel, edges, calls, extra = m_shape
-    out = {"role": role, "content": content}
+    role, content_sentinel, edges, calls, extra, content_edges = m_shape
+    out = {"role": role, "content": content_edges[0] + content + content_edges[1]}
     if not content_sentinel:  # a call without text: in the form the template renders calls for
         empty = fmt.call_content if fmt else "empty"
         out["content"] = {"empty": "", "none": None}.get(empty)
@@ -147,7 +150,7 @@ def _sentinels(shapes, fmt=None, start: int = 0) -> list[dict]:
 
 
 def _plain(roles) -> tuple:
-    return tuple((r, True, None, None, ()) for r in roles)
+    return tuple((r, True, None, None, (), ("", "")) for r in roles)
 
 
 def _span(text: str, index: int):
@@ -229,6 +232,7 @@ def _turn(tokenizer, fmt_key, shapes: tuple, i: int, kwargs: dict, control: froz
     if not own and not calls:
         raise UserError(f"the chat template does not render the assistant message of a conversation of roles "
                         f"{roles}; it cannot be trained")
+    _check_rendered(shapes, i, prompt, full)
     # the header: the prompt's text after the last message it shows, and the same stretch of the finished turn
     marks = list(_SENTINEL_RE.finditer(prompt))
     header = prompt[marks[-1].end():] if marks else prompt
@@ -259,10 +263,43 @@ def _turn(tokenizer, fmt_key, shapes: tuple, i: int, kwargs: dict, control: froz
                             "template that ends each reply with an end-of-turn token")
         completion = body[:own_end] + closing
         trailing, drop, appended = "", len(full) - end, closing
+    if calls:
+        _check_calls(json.loads(shapes[i][3]), completion)
     text = context + completion + trailing
     turn = _Turn(context=context, completion=completion, full=text,
                  whole=text == full[:len(full) - drop] + appended, drop=drop, appended=appended, extra=extra)
     return _remember(_turn_cache, key, turn)
+
+
+def _check_rendered(shapes: tuple, i: int, prompt: str, full: str) -> None:
+    """Nothing the data holds is lost by the template: the text of each message since the previous reply is in
+    reply i's prompt (where the model reads it at inference), and the reply's own text in its rendering. Earlier
+    text may leave later prompts (Mistral's system prompt rides on the final user turn only; templates drop old
+    reasoning): the model never sees it there at inference either."""
+    since = max((j for j in range(i) if shapes[j][0] == "assistant"), default=-1) + 1
+    for j in range(since, i):
+        if shapes[j][1] and _span(prompt, j) is None:
+            raise UserError(f"the chat template leaves the text of message {j} ({shapes[j][0]}) out of the prompt "
+                            f"of the reply after it (roles {[sh[0] for sh in shapes[:i + 1]]}): that text would "
+                            "never reach the model. Set CHAT_TEMPLATE to a template that renders it, or leave it out")
+    if shapes[i][1] and _span(full, i) is None:
+        raise UserError("the chat template leaves out the text of an assistant message with tool calls (it renders "
+                        "only the calls): put the text in an assistant message of its own before the calls")
+
+
+def _check_calls(calls: list[dict], completion: str) -> None:
+    """Every tool call of a reply, its name and its arguments' names, is in the text the model is trained to
+    generate. A template that renders fewer calls (gpt-oss renders the first of a message's calls) would train
+    calls the data does not hold, followed by results that answer none."""
+    names = [c["function"]["name"] for c in calls]
+    lost = [n for n in dict.fromkeys(names) if completion.count(n) < names.count(n)]
+    lost += [f"{c['function']['name']}({key})" for c in calls for key in c["function"]["arguments"]
+             if str(key) not in completion and c["function"]["name"] not in lost]
+    if lost:
+        raise UserError(f"the chat template renders only part of the {len(calls)} tool call(s) of an assistant "
+                        f"message ({', '.join(names)}): it leaves out {', '.join(lost)}. Give each assistant message "
+                        "the calls this template renders (one call per message: the call, its result, the next "
+                        "call), or set CHAT_TEMPLATE to a template that renders every call")
 
 
 def _plan(tokenizer, fmt: ChatFormat, shapes: tuple, trained: tuple, tools: str = ""):
@@ -319,11 +356,13 @@ def fold_system(messages: list[dict], fmt: ChatFormat) -> list[dict]:
 class Example:
     """One training example: its pieces, and how it relates to the template's rendering (for the check)."""
 
-    pieces: list  # (text, is_content, trained, kind): the template's own text or a message's text; kind says what
-    #               it is for the preview: "reply", "reasoning", "call" (a tool call), "result" (a tool's), "" (other)
+    pieces: list  # (text, is_content, trained, kind, turn): the template's own text or a message's text; kind says
+    #               what it is for the preview: "reply", "reasoning", "call" (a tool call), "result" (a tool's), ""
+    #               (other); turn: the index of the trained reply whose generated text it is part of, or None
     last: int  # index (after system folding) of its last reply, a trained one
     turn: _Turn  # that reply in sentinel space: how the example relates to the template's renderings
     tools: str = ""  # the conversation's tool definitions as JSON, given to the template as tools=
+    reshaped: int = 0  # trained replies whose surrounding whitespace the template strips here (trained as rendered)
 
     @property
     def text(self) -> str:
@@ -357,21 +396,30 @@ def conversation_examples(tokenizer, fmt: ChatFormat, messages: list[dict], tool
             if isinstance(part, int):
                 m = messages[part % _REASONING]
                 if part >= _REASONING:
-                    pieces.append((m["reasoning"].strip(), True, is_trained and train_reasoning, "reasoning"))
+                    pieces.append((m["reasoning"].strip(), True, is_trained and train_reasoning, "reasoning", in_turn))
                     continue
-                content = m["content"].strip() if m["role"] in fmt.strip_roles else m["content"]
+                content = core(m["content"])
                 if m["role"] == "tool" and fmt.tool_results_json:
                     content = json.dumps(content, ensure_ascii=False)[1:-1]
                 kind = {"assistant": "reply", "tool": "result"}.get(m["role"], "")
-                pieces.append((content, True, is_trained, kind))
+                pieces.append((content, True, is_trained, kind, in_turn))
                 if m["role"] == "assistant":
                     after_own.add(part)
             else:
                 call = is_trained and messages[in_turn].get("tool_calls") and (
                     in_turn in after_own or not shapes[in_turn][1])
-                pieces.append((part, False, is_trained, "call" if call else "reply" if is_trained else ""))
-        out.append(Example([p for p in pieces if p[0]], last, turn, tools))
+                pieces.append((part, False, is_trained, "call" if call else "reply" if is_trained else "", in_turn))
+        reshaped = sum(_reshapes(segments, shapes[i], i) for i in {t for _, t in segments if t is not None})
+        out.append(Example([p for p in pieces if p[0]], last, turn, tools, reshaped))
     return out
+
+
+def _reshapes(segments: tuple, m_shape: tuple, index: int) -> bool:
+    """Whether the template changes the whitespace around message `index`'s content in this rendering (strips it):
+    the reply is then trained as the template renders it, which is what the model sees and produces."""
+    lead, trail = m_shape[5]
+    text = "".join(_SENTINEL.format(p) if isinstance(p, int) else p for p, _ in segments)
+    return bool(lead or trail) and lead + _SENTINEL.format(index) + trail not in text
 
 
 def check_rendering(tokenizer, fmt: ChatFormat, messages: list[dict], example: Example) -> None:
@@ -399,7 +447,14 @@ def check_rendering(tokenizer, fmt: ChatFormat, messages: list[dict], example: E
 
 def template_messages(messages: list[dict], fmt: ChatFormat) -> list[dict]:
     """Messages in the template's own fields, with their real text."""
-    return [template_message(shape(m), fmt, m["content"], (m.get("reasoning") or "").strip()) for m in messages]
+    return [template_message(shape(m), fmt, core(m.get("content") or ""), (m.get("reasoning") or "").strip())
+            for m in messages]
+
+
+def core(text: str) -> str:
+    """A message's text inside its surrounding whitespace (which the shape holds)."""
+    lead, trail = _edges(text)
+    return text[len(lead):len(text) - len(trail)]
 
 
 def prompt_messages(messages: list[dict], fmt: ChatFormat) -> list[dict]:

@@ -31,6 +31,7 @@ from chat_format import (  # noqa: E402  (one place decides how a conversation i
     ChatFormat, UserError, check_rendering, control_token_ids, conversation_examples, describe, detect_chat_format,
     load_chat_template, prompt_text, split_inline_reasoning,
 )
+from token_ids import IGNORE_INDEX, encode_examples  # noqa: E402  (ids exact to the tokenizer's own encoding)
 
 # ----------------------------------------------------------------------------------------------------
 # data
@@ -88,7 +89,6 @@ REPORT_TO = "none"  # "none", or trackers transformers supports: "tensorboard", 
 # ----------------------------------------------------------------------------------------------------
 CONFIG = {k: v for k, v in dict(globals()).items() if k.isupper()}
 
-IGNORE_INDEX = -100  # label of a token that does not count in the loss
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -592,53 +592,11 @@ def validate_data(path: str, strict: bool, folder: Path | None, name: str, log) 
 # ----------------------------------------------------------------------------------------------------
 # tokenization and labels (the rendering itself is decided in chat_format.py)
 
-_template_cache: dict = {}
-
-
-def _encode_as_text(tokenizer, texts: list[str]) -> list[list[int]]:
-    """Token ids of texts, with control-token strings in them encoded as plain text."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None or not hasattr(backend, "encode_batch_fast"):
-        return tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-    # The Rust tokenizer directly, without offsets: about a quarter faster than the Python wrapper.
-    previous = backend.encode_special_tokens
-    backend.encode_special_tokens = True
-    try:
-        return [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
-    finally:
-        backend.encode_special_tokens = previous
-
-
-def tokenize_batch(tokenizer, batch: list[list[tuple]], kinds: bool = False) -> list[tuple]:
-    """Tokenize many examples' pieces in two batched calls; return (input_ids, labels) for each, and with
-    kinds=True a third list: each token's kind ("reply", "reasoning", "call", "result" or "") for the preview.
-
-    Message contents are tokenized with split_special_tokens=True, so text such as
-    "<start_of_turn>model" inside a message stays plain text and can never open a turn. The
-    template's own text is tokenized normally, so its markers become the real control tokens. Each
-    piece is tokenized on its own, exactly as at inference, where the prompt ends at the assistant
-    header and the model generates the reply's tokens from there.
-    """
-    content = [p[0] for pieces in batch for p in pieces if p[1]]
-    content_ids = iter(_encode_as_text(tokenizer, content))
-    # A template has only a handful of distinct pieces (headers, separators): tokenize each once. Tool calls are
-    # template text too, new in every conversation: the cache is bounded.
-    cache = _template_cache.setdefault((id(tokenizer), tokenizer.chat_template), {})
-    new = list({p[0] for pieces in batch for p in pieces if not p[1] and p[0] not in cache})
-    if len(cache) + len(new) > 100_000:
-        cache.clear()
-    if new:
-        cache.update(zip(new, tokenizer(new, add_special_tokens=False)["input_ids"]))
-    out = []
-    for pieces in batch:
-        ids, labels, token_kinds = [], [], []
-        for text, is_content, trained, kind in pieces:
-            piece = next(content_ids) if is_content else cache[text]
-            ids += piece
-            labels += piece if trained else [IGNORE_INDEX] * len(piece)
-            token_kinds += [kind] * len(piece)
-        out.append((ids, labels, token_kinds) if kinds else (ids, labels))
-    return out
+def tokenize_batch(tokenizer, batch: list, kinds: bool = False) -> list[tuple]:
+    """The rows (input_ids, labels) of many examples (chat_format's Example), and with kinds=True a third list:
+    each token's kind ("reply", "reasoning", "call", "result" or "") for the preview. See token_ids.py: the ids are
+    the tokenizer's own encoding of the template's rendering, exact to the id."""
+    return [row for rows, _ in encode_examples(tokenizer, batch, kinds) for row in rows]
 
 
 def tokenize_conversation(tokenizer, fmt: ChatFormat, messages: list[dict], check: bool = False, tools=None,
@@ -648,7 +606,7 @@ def tokenize_conversation(tokenizer, fmt: ChatFormat, messages: list[dict], chec
     if check:
         for example in examples:
             check_rendering(tokenizer, fmt, messages, example)
-    return tokenize_batch(tokenizer, [e.pieces for e in examples])
+    return tokenize_batch(tokenizer, examples)
 
 
 def for_template(messages: list[dict], fmt: ChatFormat) -> list[dict]:
@@ -765,14 +723,17 @@ def prepare_batch(batch: dict, indices: list, tokenizer, fmt: ChatFormat, cfg: d
         except UserError as error:  # the template's own message (Llama 3.1: one call per turn), and where
             raise UserError(f"{source}: {error}") from None
         per_conversation.append(examples)
-    tokenized = iter(tokenize_batch(tokenizer, [e.pieces for examples in per_conversation for e in examples]))
+    tokenized = iter(encode_examples(tokenizer, [e for examples in per_conversation for e in examples]))
     out = {"input_ids": [], "labels": [], "conversation_index": [], "stats": []}
 
     for index, messages, rendered in zip(indices, conversations, per_conversation):
         def tokenize(msgs, tools=conversation_tools(messages)):  # a window of the conversation keeps its tools
             return tokenize_conversation(tokenizer, fmt, msgs, True, tools, cfg["TRAIN_REASONING"])
 
-        examples, stats = [next(tokenized) for _ in rendered], Counter()
+        examples, stats = [], Counter()
+        for rows, notes in (next(tokenized) for _ in rendered):
+            examples += rows
+            stats.update(notes)
         if len(examples) > 1:  # the template renders history differently from the prompt: the cost of exactness
             stats["extra examples: replies kept in their inference context"] += len(examples) - 1
             stats["extra tokens: context repeated in those examples"] += (
@@ -932,7 +893,7 @@ def token_kinds(tokenizer, fmt: ChatFormat, messages: list[dict], input_ids: lis
     if cfg["TRAIN_ON"] == "last":
         messages = only_last_reply_trained(messages)
     examples = conversation_examples(tokenizer, fmt, messages, conversation_tools(messages), cfg["TRAIN_REASONING"])
-    for ids, _, kinds in tokenize_batch(tokenizer, [e.pieces for e in examples], kinds=True):
+    for ids, _, kinds in tokenize_batch(tokenizer, examples, kinds=True):
         if ids == list(input_ids):
             return kinds
     return None

@@ -1,7 +1,8 @@
 """Real chat templates of many model families, applied to the real Gemma 3 tokenizer.
 
 Each template is given the tokenizer with the template's control tokens added as special tokens (and its
-BOS/EOS strings where the template writes bos_token / eos_token), as the real tokenizers have them. The
+BOS/EOS strings where the template writes bos_token / eos_token), and its reasoning and tool tags as plain added
+tokens, as the real tokenizers have them. The
 templates come from the installed TRL package (trl/chat_templates/, originals and {% generation %}-tagged
 training variants) and from tests/chat_templates/ (see SOURCES.md there)."""
 
@@ -78,6 +79,9 @@ def template_tokenizer(base, name: str):
     specials = control_tokens(template) + [t for t in (bos, eos) if t]
     tokenizer.add_special_tokens({"additional_special_tokens": sorted(set(specials))},
                                  replace_extra_special_tokens=False)
+    # reasoning and tool tags are added tokens of the real tokenizers too, though not special ones: never merged
+    # with the text around them, and matched in message text alike
+    tokenizer.add_tokens(sorted(t for t in NOT_SPECIAL if t in template))
     if bos:
         tokenizer.bos_token = bos
     tokenizer.eos_token = eos

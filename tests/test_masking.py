@@ -183,24 +183,33 @@ def test_chatml_template_on_the_same_tokenizer(ft, chatml_tokenizer):
     fmt = ft.detect_chat_format(tok)
     assert fmt.closing == "<|im_end|>" and fmt.system == "native" and not fmt.strip_roles
     messages = [{"role": "system", "content": "Be terse."}] + CONVERSATIONS["whitespace"]
-    ids, labels = prepare(ft, tok, fmt, messages)
+    rows = ft.tokenize_conversation(tok, fmt, messages, check=True)
     replies = [m["content"] for m in messages if m["role"] == "assistant"]
-    assert [tok.decode(s) for s in trained_spans(ids, labels)] == [r + "<|im_end|>" for r in replies]
+    assert sorted(tok.decode(s) for ids, labels in rows for s in trained_spans(ids, labels)) == sorted(
+        r + "<|im_end|>" for r in replies)
 
 
-def test_marker_tokens_differ_in_context_yet_mask_is_exact(ft, chatml_tokenizer):
-    """The reply's first characters merge with the header's newline when the whole text is tokenized
-    at once, so searching for the header's tokens (the old collator's way) would miss it. Our pieces
-    are tokenized apart, the way the model meets them at inference, and the mask stays exact."""
+def test_reply_that_merges_with_the_header_is_trained_after_its_prompt(ft, chatml_tokenizer):
+    """The reply's first newlines merge with the header's newline when the whole text is tokenized at once, so the
+    whole text's ids before the reply are not the prompt's ids at inference. The reply is then trained in a row of
+    its own: exactly the prompt's ids, then the reply as the model generates it after them."""
     tok = chatml_tokenizer
     fmt = ft.detect_chat_format(tok)
     messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "\n\nreply after blank lines"}]
-    header = tok("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
+    prompt = tok.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)
+    prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
     whole = tok(tok.apply_chat_template(messages, tokenize=False), add_special_tokens=False)["input_ids"]
-    found = any(whole[i:i + len(header)] == header for i in range(len(whole)))
-    assert not found, "the header's tokens should not appear as such in the whole-text tokenization"
-    ids, labels = prepare(ft, tok, fmt, messages)
-    assert [tok.decode(s) for s in trained_spans(ids, labels)] == ["\n\nreply after blank lines<|im_end|>"]
+    assert whole[:len(prompt_ids)] != prompt_ids, "the whole text's tokenization merges across the prompt's end"
+    (ids, labels), = ft.tokenize_conversation(tok, fmt, messages, check=True)
+    (start, end), = trained_spans_at(labels)
+    assert ids[:start] == prompt_ids
+    assert tok.decode(ids[start:end]) == "\n\nreply after blank lines<|im_end|>"
+
+
+def trained_spans_at(labels):
+    from template_corpus import trained_spans
+
+    return trained_spans(labels)
 
 
 def test_prepare_only_on_sample_data_trains_exactly_the_replies(small_model, tmp_path):
