@@ -326,7 +326,19 @@ def _plan(tokenizer, fmt: ChatFormat, shapes: tuple, trained: tuple, tools: str 
         spans = [(len(turns[i].context), len(turns[i].context) + len(turns[i].completion), i) for i in covered]
         examples.append((_segments(text, spans), last, turns[last]))
         todo -= set(covered)
-    return _remember(_plan_cache, key, examples[::-1])
+    reshaped = frozenset(i for i in trained if shapes[i][5] != ("", "") and not _keeps_edges(
+        tokenizer, fmt_key, shapes, i, kwargs, control, fmt, turns[i]))
+    return _remember(_plan_cache, key, (examples[::-1], reshaped))
+
+
+def _keeps_edges(tokenizer, fmt_key, shapes: tuple, i: int, kwargs: dict, control, fmt, turn: _Turn) -> bool:
+    """Whether the template renders reply i with the whitespace around its content as given: its turn equals the
+    turn of the same reply without that whitespace, with the whitespace put back around the content."""
+    lead, trail = shapes[i][5]
+    plain = _turn(tokenizer, fmt_key, shapes[:i] + (shapes[i][:5] + (("", ""),),), i, kwargs, control,
+                  frozenset(fmt.stop_ids), fmt)
+    sentinel = _SENTINEL.format(i)
+    return turn.completion == plain.completion.replace(sentinel, lead + sentinel + trail)
 
 
 def _segments(text: str, spans: list) -> tuple:
@@ -389,7 +401,8 @@ def conversation_examples(tokenizer, fmt: ChatFormat, messages: list[dict], tool
     trained = tuple(i for i, m in enumerate(messages) if m["role"] == "assistant" and m.get("train", True))
     tools = _tools_json(tools)
     out = []
-    for segments, last, turn in _plan(tokenizer, fmt, shapes, trained, tools):
+    plan, reshaped = _plan(tokenizer, fmt, shapes, trained, tools)
+    for segments, last, turn in plan:
         pieces, after_own = [], set()
         for part, in_turn in segments:
             is_trained = in_turn is not None
@@ -409,17 +422,9 @@ def conversation_examples(tokenizer, fmt: ChatFormat, messages: list[dict], tool
                 call = is_trained and messages[in_turn].get("tool_calls") and (
                     in_turn in after_own or not shapes[in_turn][1])
                 pieces.append((part, False, is_trained, "call" if call else "reply" if is_trained else "", in_turn))
-        reshaped = sum(_reshapes(segments, shapes[i], i) for i in {t for _, t in segments if t is not None})
-        out.append(Example([p for p in pieces if p[0]], last, turn, tools, reshaped))
+        mine = {t for _, t in segments if t is not None}
+        out.append(Example([p for p in pieces if p[0]], last, turn, tools, len(mine & reshaped)))
     return out
-
-
-def _reshapes(segments: tuple, m_shape: tuple, index: int) -> bool:
-    """Whether the template changes the whitespace around message `index`'s content in this rendering (strips it):
-    the reply is then trained as the template renders it, which is what the model sees and produces."""
-    lead, trail = m_shape[5]
-    text = "".join(_SENTINEL.format(p) if isinstance(p, int) else p for p, _ in segments)
-    return bool(lead or trail) and lead + _SENTINEL.format(index) + trail not in text
 
 
 def check_rendering(tokenizer, fmt: ChatFormat, messages: list[dict], example: Example) -> None:
@@ -516,7 +521,7 @@ def detect_chat_format(tokenizer, kwargs: dict | None = None, stop_ids=()) -> Ch
     last = len(roles) - 1
     turn = _turn(tokenizer, fmt_key, roles, last, kwargs, control, frozenset(stop_ids))
     closing = turn.completion[_span(turn.completion, last)[1]:]  # what follows the content in the completion
-    preserving = len(_plan(tokenizer, draft, roles, (last - 2, last))) == 1
+    preserving = len(_plan(tokenizer, draft, roles, (last - 2, last))[0]) == 1
     default_system, addition = _system_texts(tokenizer, kwargs, system)
     tools = _tool_support(tokenizer, kwargs)
     return ChatFormat(draft.kwargs, system, frozenset(strip_roles), closing,

@@ -39,6 +39,8 @@ DATA_PATH = "data/conversations.json"  # JSON/JSONL: lists of messages, {"messag
 EVAL_DATA_PATH = ""  # same formats; "" = none (see EVAL_FRACTION)
 EVAL_FRACTION = 0.0  # share of whole conversations held out for evaluation when EVAL_DATA_PATH is ""
 STRICT = False  # True: soft data problems (merged turns, dropped turns, skipped conversations) are errors
+ROLE_MAP = {}  # the data's own role names: {"bing": "assistant", "chatgpt": "assistant", "bard": None}; None leaves
+#               out the conversations holding that role (adds to human/gpt/function_call/observation/...)
 TRAIN_ON = "all"  # "all": every assistant turn is trained; "last": only the last one of each conversation
 TRAIN_REASONING = True  # train the assistant's reasoning (where the template renders it); False: context only
 MAX_SEQ_LENGTH = 2048  # tokens per training example; longer conversations are cut at turn boundaries
@@ -177,6 +179,10 @@ def check_config(c: dict) -> None:
         raise UserError(f"learning_rate must be positive, got {c['LEARNING_RATE']}")
     if c["MAX_STEPS"] <= 0 and c["NUM_TRAIN_EPOCHS"] <= 0:
         raise UserError("set num_train_epochs > 0 or max_steps > 0")
+    roles = ("user", "assistant", "system", "tool", None)
+    if not all(isinstance(k, str) and v in roles for k, v in c["ROLE_MAP"].items()):
+        raise UserError(f"role_map must map the data's role names to 'user', 'assistant', 'system', 'tool' or None, "
+                        f"e.g. {{'bing': 'assistant', 'bard': None}}; got {c['ROLE_MAP']!r}")
     if not all(isinstance(k, str) for k in c["CHAT_TEMPLATE_KWARGS"]):
         raise UserError(f"chat_template_kwargs must map names to values, e.g. {{'enable_thinking': False}}; "
                         f"got {c['CHAT_TEMPLATE_KWARGS']!r}")
@@ -376,7 +382,23 @@ def validate_tools(value, where: str) -> list[dict]:
     return out
 
 
-def validate_message(message, where: str) -> dict:
+class UnknownRole(UserError):
+    """A message of a role that neither the built-in names nor ROLE_MAP know."""
+
+    def __init__(self, message: str, role):
+        super().__init__(message)
+        self.role = role
+
+
+class LeftOut(Exception):
+    """A conversation holding a role that ROLE_MAP maps to None: left out, counted."""
+
+    def __init__(self, role: str):
+        super().__init__(role)
+        self.role = role
+
+
+def validate_message(message, where: str, role_map: dict | None = None, mapped: dict | None = None) -> dict:
     """Check one raw message and return it in our form: {"role", "content", "train"}, and where given "reasoning"
     (from reasoning_content, reasoning or thinking), "tool_calls", "tool_call_id", "name", and on the first
     message "tools". Raise UserError naming the place. Missing fields may be null (Parquet and datasets rows
@@ -384,6 +406,7 @@ def validate_message(message, where: str) -> dict:
     if not isinstance(message, dict):
         raise UserError(f"{where}: expected an object with 'role' and 'content', found {type(message).__name__}")
     message = {k: v for k, v in message.items() if v is not None}
+    role_map, mapped = role_map or {}, {} if mapped is None else mapped
     out = {}
     if "from" in message and "role" not in message:  # ShareGPT
         if "value" not in message:
@@ -396,8 +419,14 @@ def validate_message(message, where: str) -> dict:
         raise UserError(f"{where}: missing {' and '.join(repr(k) for k in missing)}; each message needs both")
     else:
         role, content = message["role"], message.get("content", "")
+    if isinstance(role, str) and role in role_map:
+        if role_map[role] is None:
+            raise LeftOut(role)
+        mapped[role] = role_map[role]
+        role = role_map[role]
     if not isinstance(role, str) or role not in ROLE_ALIASES:
-        raise UserError(f"{where}: unknown role {role!r}; expected 'user', 'assistant', 'system' or 'tool'")
+        raise UnknownRole(f"{where}: unknown role {role!r}; expected 'user', 'assistant', 'system' or 'tool' "
+                          "(or set ROLE_MAP)", role)
     role = ROLE_ALIASES[role]
     if role == "tool" and isinstance(content, (dict, list)):  # a structured result: the model reads it as JSON
         content = json.dumps(content, ensure_ascii=False)
@@ -444,7 +473,8 @@ def clean_conversations(raw, path: str, strict: bool, kept: list | None = None) 
     return cleaned, problems
 
 
-def clean_conversation(conversation: list, at: str, strict: bool, problems: Counter) -> list[dict] | None:
+def clean_conversation(conversation: list, at: str, strict: bool, problems: Counter, role_map: dict | None = None,
+                       places: dict | None = None) -> list[dict] | None:
     """One conversation validated and repaired, or None where nothing is left to train; soft problems counted.
 
     Structural problems raise UserError naming the message. Soft ones are repaired as a user would expect:
@@ -457,8 +487,17 @@ def clean_conversation(conversation: list, at: str, strict: bool, problems: Coun
         if strict:
             raise UserError(f"{where}: {kind} (STRICT is on; fix the data or set --strict=False)")
         problems[kind] += 1
+        if places is not None and len(places.setdefault(kind, [])) < REPORT_PLACES:
+            places[kind].append(where)
 
-    messages = [validate_message(m, f"{at}, message {j}") for j, m in enumerate(conversation)]
+    mapped = {}
+    try:
+        messages = [validate_message(m, f"{at}, message {j}", role_map, mapped) for j, m in enumerate(conversation)]
+    except LeftOut as left:
+        problems[f"conversations left out: role {left.role!r} (ROLE_MAP)"] += 1
+        return None
+    for name, target in mapped.items():
+        problems[f"conversations with role {name!r} read as {target!r} (ROLE_MAP)"] += 1
     tools = next((m.pop("tools") for m in messages if "tools" in m), None)
     for j, m in enumerate(messages):
         if m["role"] == "system" and j > 0:
@@ -554,9 +593,11 @@ class Data:
     features: Counter  # conversation_features, summed
 
 
-def validate_data(path: str, strict: bool, folder: Path | None, name: str, log) -> Data:
+def validate_data(path: str, strict: bool, folder: Path | None, name: str, log, role_map: dict | None = None) -> Data:
     """Read, validate and repair a data source one conversation at a time, writing what is kept to an Arrow file
     in `folder` (memory-mapped back, as `datasets` does): peak memory depends on the batch, not the data size.
+    The whole source is read before any problem stops the run: one report names each kind of problem once, with
+    its count and first places (data_report); under STRICT the soft ones too. ROLE_MAP reads the data's own roles.
     Without a folder (processes other than the main one) nothing is kept: the errors and counts are the same."""
     from datasets import Dataset, Features, Value
     from datasets.arrow_writer import ArrowWriter
@@ -569,10 +610,15 @@ def validate_data(path: str, strict: bool, folder: Path | None, name: str, log) 
         writer = ArrowWriter(features=Features({"conversation": Value("string"), "source": Value("string")}),
                              path=str(folder / f"{name}-conversations.arrow"), writer_batch_size=1000)
     start = time.time()
+    errors, places = {}, {}  # hard problems: kind -> (count, first places); soft ones' first places
     for i, raw in enumerate(conversations):
         read += 1
         where = f"{path}: conversation {i}"
-        messages = clean_conversation(raw, where, strict, problems)
+        try:
+            messages = clean_conversation(raw, where, False, problems, role_map, places)
+        except UserError as error:  # read on: every problem of the file is reported at once
+            note_error(errors, error, where)
+            messages = None
         if read % 200_000 == 0:
             log(f"validated {read:,} conversations of {path} ({read / (time.time() - start):,.0f}/s)")
         if messages is None:
@@ -581,12 +627,58 @@ def validate_data(path: str, strict: bool, folder: Path | None, name: str, log) 
         features.update(conversation_features(messages))
         if writer is not None:
             writer.write({"conversation": json.dumps(messages), "source": where})
-    dataset = None
     if writer is not None:
         writer.finalize()
         writer.close()
-        dataset = Dataset.from_file(str(folder / f"{name}-conversations.arrow"))
+    if errors:
+        raise UserError(data_report(path, errors, "problems that stop the run (the first of each conversation)"))
+    soft_places = {k: v for k, v in places.items() if "(ROLE_MAP)" not in k}
+    if strict and soft_places:
+        raise UserError(data_report(path, {k: (problems[k], v) for k, v in soft_places.items()},
+                                    "soft problems (STRICT is on; fix the data or set --strict=False)"))  # noqa: E501
+    dataset = Dataset.from_file(str(folder / f"{name}-conversations.arrow")) if writer is not None else None
     return Data(dataset, found, read, kept, problems, +features)
+
+
+REPORT_PLACES = 3  # places named for each kind of problem
+REPORT_KINDS = 20  # kinds of problem listed before the report stops
+
+
+def note_error(errors: dict, error: UserError, where: str) -> None:
+    """Count a conversation's hard problem under its kind (its message without the place), keeping the first places.
+    Unknown roles are one kind per role."""
+    text = str(error)
+    detail = text[len(where):].lstrip(",") if text.startswith(where) else text
+    place, _, kind = detail.partition(": ") if detail.startswith(" message") else ("", "", detail.lstrip(": "))
+    kind = f"unknown role {error.role!r}" if isinstance(error, UnknownRole) else kind
+    count, first = errors.get(kind, (0, []))
+    if len(first) < REPORT_PLACES:
+        first = first + [where + ("," + place if place else "")]
+    errors[kind] = (count + 1, first)
+
+
+def data_report(path: str, problems: dict, what: str) -> str:
+    """One report of a file's problems: each kind once, with its count and first places, at most REPORT_KINDS kinds;
+    unknown roles together, with the ROLE_MAP that would read them."""
+    roles = {k: v for k, v in problems.items() if k.startswith("unknown role ")}
+    lines = []
+    if roles:
+        listed = ", ".join(f"{k[len('unknown role '):]} ({n} conversation{'s' * (n != 1)}, first: {first[0]})"
+                           for k, (n, first) in sorted(roles.items(), key=lambda kv: -kv[1][0]))
+        example = ", ".join(f"{k[len('unknown role '):]}: 'assistant'" for k in list(roles)[:3])
+        lines.append(f"unknown role{'s' * (len(roles) > 1)} {listed}; expected 'user', 'assistant', 'system' or "
+                     "'tool': map each with ROLE_MAP to one of them, or to None to leave out the conversations "
+                     f"holding it, e.g. --role_map=\"{{{example}}}\"")
+    others = sorted(((k, v) for k, v in problems.items() if k not in roles), key=lambda kv: -kv[1][0])
+    for kind, (count, first) in others[:REPORT_KINDS - bool(roles)]:
+        also = f"; also {'; '.join(first[1:])}" if len(first) > 1 else ""
+        lines.append(f"{first[0]}: {kind} ({count} in all{also})")
+    if len(others) > REPORT_KINDS - bool(roles):
+        lines.append(f"... and {len(others) - REPORT_KINDS + bool(roles)} more kinds")
+    total = sum(n for n, _ in problems.values())
+    return (f"{path}: {total} conversation{'s' * (total != 1)} with {what}, of {len(problems)} "
+            f"kind{'s' * (len(problems) != 1)} (the whole file was read):\n"
+            + "\n".join("  " + line for line in lines))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -1551,10 +1643,10 @@ def main(argv: list[str] | None = None) -> Path | None:
     run_dir = new_run_dir(cfg["OUTPUT_DIR"], run_name, cfg["RESUME"])
     folder = run_dir / ".prepared" if state.is_main_process else None  # removed when the run ends
     with removed_on_error(run_dir, folder):
-        train = validate_data(cfg["DATA_PATH"], cfg["STRICT"], folder, "train", log)
+        train = validate_data(cfg["DATA_PATH"], cfg["STRICT"], folder, "train", log, cfg["ROLE_MAP"])
     if cfg["EVAL_DATA_PATH"]:
         with removed_on_error(run_dir, folder):
-            evaluation = validate_data(cfg["EVAL_DATA_PATH"], cfg["STRICT"], folder, "eval", log)
+            evaluation = validate_data(cfg["EVAL_DATA_PATH"], cfg["STRICT"], folder, "eval", log, cfg["ROLE_MAP"])
     elif cfg["EVAL_FRACTION"] > 0 and train.kept:
         order = list(range(train.kept))
         random.Random(cfg["SEED"]).shuffle(order)

@@ -8,6 +8,7 @@ rendering (apply_chat_template), from plain tokenization of the message texts, o
 """
 
 import json
+import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -814,3 +815,85 @@ def test_validated_and_prepared_data_stay_on_disk(ft, tokenizer, fmt, tmp_path):
     # without a folder (the processes other than the main one) the same checks run, and nothing is kept
     again = ft.validate_data(str(path), False, None, "train", print)
     assert again.conversations is None and (again.read, again.kept, again.problems) == (60, 60, data.problems)
+
+
+def sharegpt_dump(path, n=60):
+    """A ShareGPT dump as people have them: assistants named after the products (bing, chatgpt, bard)."""
+    conversations = []
+    for i in range(n):
+        c = [{"from": "human", "value": f"question {i}"}, {"from": "gpt", "value": f"answer {i}"}]
+        for every, role in ((7, "bing"), (5, "chatgpt")):
+            if i % every == 3:
+                c += [{"from": "human", "value": "and?"}, {"from": role, "value": f"{role} says {i}"}]
+        if i == 44:
+            c += [{"from": "human", "value": "and?"}, {"from": "bard", "value": "bard says"}]
+        conversations.append({"conversations": c})
+    path.write_text(json.dumps(conversations))
+    return conversations
+
+
+def test_every_unknown_role_reported_at_once_with_the_setting(small_model, tmp_path):
+    """One pass, one report: all three unknown roles with their counts and first places, and ROLE_MAP named."""
+    data = tmp_path / "dump.json"
+    sharegpt_dump(data)
+    result = run_script(f"--model_name={small_model}", "--prepare_only=True", f"--data_path={data}",
+                        f"--output_dir={tmp_path / 'out'}")
+    assert_user_error(result, "unknown roles 'chatgpt' (12 conversations, first: ", "conversation 3, message 3",
+                      "'bing' (9 conversations", "'bard' (1 conversation, first: ", "conversation 44, message 3",
+                      "ROLE_MAP", "--role_map=")
+    assert result.stderr.count("ERROR") == 1
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("prepared.jsonl"))
+
+
+def test_role_map_reads_the_datas_roles_and_leaves_out_none(small_model, tokenizer, tmp_path):
+    data = tmp_path / "dump.json"
+    conversations = sharegpt_dump(data)
+    result = run_script(f"--model_name={small_model}", "--prepare_only=True", f"--data_path={data}",
+                        f"--output_dir={tmp_path / 'out'}", "--run_name=r",
+                        "--role_map={'bing': 'assistant', 'chatgpt': 'assistant', 'bard': None}")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"conversations left out: role 'bard' \(ROLE_MAP\)\s+1\n", result.stdout)
+    assert re.search(r"conversations with role 'bing' read as 'assistant' \(ROLE_MAP\)\s+9\n", result.stdout)
+    assert re.search(r"conversations with role 'chatgpt' read as 'assistant' \(ROLE_MAP\)\s+12\n", result.stdout)
+    rows = [json.loads(line) for line in (tmp_path / "out" / "r" / "prepared.jsonl").read_text().splitlines()]
+    assert len(rows) == len(conversations) - 1  # every conversation the mapping keeps
+    assert sum("bing says" in tokenizer.decode(row["input_ids"]) for row in rows) == sum(
+        any(m["from"] == "bing" for m in c["conversations"]) for c in conversations)
+
+
+def test_many_problems_give_one_bounded_report(ft, tmp_path):
+    """Thirty kinds of problem in one file: one report of at most REPORT_KINDS kinds, each once with its count."""
+    bad = [[{"role": f"r{k}", "content": "x"}, {"role": "assistant", "content": "y"}] for k in range(25)]
+    bad += [[{"role": "user", "content": k}, {"role": "assistant", "content": "y"}] for k in range(3)]  # one kind
+    bad += [[{"role": "user"}, {"role": "assistant", "content": "y"}]] * 4
+    bad += [[{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "train": "yes"}]] * 2
+    bad += [[{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]]
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    with pytest.raises(ft.UserError) as caught:
+        ft.validate_data(str(path), False, None, "train", print)
+    report = str(caught.value)
+    lines = report.splitlines()
+    assert len(lines) <= 1 + ft.REPORT_KINDS
+    assert lines[0].startswith(f"{path}: 34 conversations with problems") and "4 kinds" in lines[0]
+    assert sum("unknown role" in line for line in lines) == 1 and "'r24' (1 conversation" in report
+    assert "content must be a string, found int (3 in all; also" in report
+    assert "missing 'content'" in report and "(4 in all" in report
+    assert "'train' must be true or false" in report
+
+
+def test_strict_lists_every_soft_problem_then_stops(ft, tmp_path):
+    data = [[{"role": "assistant", "content": "hi"}, {"role": "user", "content": "x"},
+             {"role": "assistant", "content": "y"}]] * 3
+    data += [[{"role": "user", "content": "x"}, {"role": "user", "content": "x2"}, {"role": "assistant", "content": "y"}]]
+    data += [[{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}, {"role": "user", "content": "z"}]]
+    path = tmp_path / "soft.json"
+    path.write_text(json.dumps(data))
+    assert ft.validate_data(str(path), False, None, "train", print).kept == 5
+    with pytest.raises(ft.UserError) as caught:
+        ft.validate_data(str(path), True, None, "train", print)
+    report = str(caught.value)
+    assert "STRICT is on" in report and len(report.splitlines()) == 4
+    assert "conversation 0, message 0: leading assistant message dropped (3 in all; also" in report
+    assert "conversation 3, message 1: consecutive messages of one role merged (1 in all)" in report
+    assert "conversation 4, message 2: trailing user message dropped (1 in all)" in report
