@@ -207,11 +207,20 @@ def test_two_processes_make_the_same_update_as_one_process(two_process_run, one_
     _, two = two_process_run
     _, one = one_process_run
     tensors_two, tensors_one = _tensors(two), _tensors(one)
+    outliers = total = 0
     for name, tensor in tensors_one.items():
-        # A: the same seeded initialisation. B: starts at zero and takes one Adam step of about the learning
-        # rate per element, so a wrong sign or a missing all-reduce shows as a difference of ~LEARNING_RATE.
-        atol = 1e-6 if "lora_A" in name else LEARNING_RATE / 4
-        assert torch.allclose(tensors_two[name], tensor, rtol=0, atol=atol), name
+        if "lora_A" in name:  # the same seeded initialisation, moved by updates of about the learning rate
+            assert torch.allclose(tensors_two[name], tensor, rtol=0, atol=1e-6), name
+            continue
+        # B starts at zero and moves by Adam steps of about the learning rate per element, so a wrong sign or a
+        # missing all-reduce shows as differences of ~LEARNING_RATE in most elements. An element whose gradient
+        # is as small as Adam's eps (1e-8) takes a step set by the last bits of that gradient, which the order of
+        # the all-reduce's additions changes: such elements may differ by less than one learning rate.
+        difference = (tensors_two[name] - tensor).abs()
+        assert difference.max() < LEARNING_RATE, f"{name}: differs by {difference.max():.3g}"
+        outliers += int((difference > LEARNING_RATE / 4).sum())
+        total += difference.numel()
+    assert outliers <= total // 10_000, f"{outliers} of {total} LoRA B elements differ by over a quarter step"
 
 
 # ----------------------------------------------------------------------------------------------------
