@@ -1,8 +1,8 @@
 """What the benchmarks share: the script imported as a module, the machine's name, library versions, the memory of
 a process tree."""
 
+import importlib
 import importlib.metadata
-import importlib.util
 import platform
 import re
 import sys
@@ -14,12 +14,10 @@ RESULTS = ROOT / "bench" / "results"
 
 
 def load_script(path: Path = SCRIPT):
-    """The fine-tuning script as a module: the benchmarks call its own functions, not copies of them."""
-    spec = importlib.util.spec_from_file_location("multi_turn_finetuning", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """The fine-tuning script as a module, its folder first on the path so that its package (multiturn/) imports
+    too: the benchmarks call the project's own functions, not copies of them."""
+    sys.path.insert(0, str(Path(path).resolve().parent))
+    return importlib.import_module(Path(path).stem)
 
 
 def cpu_name() -> str:

@@ -152,13 +152,15 @@ def cpu_seconds() -> float:
 
 def prepare_ours(ft, conversations, tokenizer, max_len: int):
     """The script's own path: validate, detect the markers, tokenize and mask. Returns (dataset, timings)."""
+    from multiturn import chat_format, examples, validation  # the package beside the script load_script read
+
     t0 = time.perf_counter()
-    cleaned, problems = ft.clean_conversations(conversations, "bench", strict=False)
+    cleaned, problems = validation.clean_conversations(conversations, "bench", strict=False)
     t1 = time.perf_counter()
-    fmt = ft.detect_chat_format(tokenizer)
+    fmt = chat_format.detect_chat_format(tokenizer)
     cfg = dict(ft.CONFIG, MAX_SEQ_LENGTH=max_len)
     t2, c2 = time.perf_counter(), cpu_seconds()
-    dataset, stats = ft.prepare_dataset(cleaned, tokenizer, fmt, cfg, "bench")
+    dataset, stats = examples.prepare_dataset(cleaned, tokenizer, fmt, cfg, "bench")
     t3, c3 = time.perf_counter(), cpu_seconds()
     assert not problems and not stats, (problems, stats)  # the data is clean and nothing is cut
     return dataset, {"validate_s": t1 - t0, "detect_format_s": t2 - t1, "prepare_dataset_s": t3 - t2,

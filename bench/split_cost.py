@@ -38,15 +38,16 @@ def main():
     from transformers import AutoTokenizer
 
     ft = load_script()
+    from multiturn import chat_format, examples, validation
     base = AutoTokenizer.from_pretrained(ROOT / "models" / "gemma-3-270m")
-    conversations, _ = ft.clean_conversations(synthesise(args.n, args.seed), "bench", strict=False)
+    conversations, _ = validation.clean_conversations(synthesise(args.n, args.seed), "bench", strict=False)
     cfg = dict(ft.CONFIG, MAX_SEQ_LENGTH=8192)
     results = {}
     for name in ("qwen2_5", "qwen3"):
         tokenizer = template_tokenizer(base, name)
-        fmt = ft.detect_chat_format(tokenizer)
+        fmt = chat_format.detect_chat_format(tokenizer)
         start = time.perf_counter()
-        dataset, stats = ft.prepare_dataset(conversations, tokenizer, fmt, cfg, name)
+        dataset, stats = examples.prepare_dataset(conversations, tokenizer, fmt, cfg, name)
         seconds = time.perf_counter() - start
         totals = token_totals(dataset)
         results[name] = {"prefix_preserving": fmt.prefix_preserving, "seconds": round(seconds, 2), **totals,

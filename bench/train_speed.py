@@ -97,7 +97,8 @@ TINY = dict(GEMMA2_9B, vocab_size=2048, hidden_size=64, intermediate_size=128, n
             num_attention_heads=4, num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16,
             sliding_window=64, max_position_embeddings=1024)
 
-ft = load_script()  # the script's own settings and builders: LoRA, 4-bit loading, attention choice, optimizer
+ft = load_script()  # the script's own settings, and its package's builders: LoRA, 4-bit loading, attention choice
+from multiturn import model_setup  # noqa: E402
 
 # dense (no sparsity) bf16 tensor-core peak, FLOP/s; the first name contained in the device name wins
 PEAK_BF16 = [
@@ -251,7 +252,7 @@ def quantized_random_model(cfg: dict, attn: str, work_dir: str | None):
         model.save_pretrained(folder, max_shard_size="4GB")
         del model
         free_memory()
-        return AutoModelForCausalLM.from_pretrained(folder, quantization_config=ft.quantization_config(),
+        return AutoModelForCausalLM.from_pretrained(folder, quantization_config=model_setup.quantization_config(),
                                                     dtype=torch.bfloat16,
                                                     device_map={"": 0}, attn_implementation=attn)
     finally:
@@ -266,7 +267,7 @@ def prepare_for_training(model, fused: bool, quantized: bool):
 
     if fused:
         add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))  # SFTTrainer.__init__
-    model = get_peft_model(model, ft.lora_config(ft.CONFIG))
+    model = get_peft_model(model, model_setup.lora_config(ft.CONFIG))
     model.enable_input_require_grads()
     if quantized:  # SFTTrainer casts QLoRA adapters to bf16
         for name, param in model.named_parameters():
@@ -296,7 +297,7 @@ def free_memory():
 def describe_paths(cfg: dict, cuda: bool, budget: int, qlora_budget: int, requested: list[str]) -> dict:
     """Each path's settings. "default" and "qlora" take the script's own attention choice and its
     PADDING_FREE="auto" rule (padding-free exactly when the attention is flash_attention_2)."""
-    attn, why = ft.choose_attention(gemma2_config(cfg), "auto", cuda)
+    attn, why = model_setup.choose_attention(gemma2_config(cfg), "auto", cuda)
     ours = "padding_free" if attn == "flash_attention_2" else "grouped"
     specs = {
         "original": dict(attn="eager", why="the original design", batching="random", loss="full_logits",

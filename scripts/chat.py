@@ -30,8 +30,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from chat_format import UserError, detect_chat_format, prompt_text  # noqa: E402  (the same rendering as training)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the package beside this file: scripts/multiturn/
+from multiturn.chat_format import detect_chat_format, prompt_text  # noqa: E402  (the same rendering as training)
+from multiturn.errors import UserError  # noqa: E402
+from multiturn.model_setup import (  # noqa: E402  (the model loaded as training loaded it)
+    as_id_list, load_base, quantization_config, quantization_problem, run_tokenizer,
+)
+from multiturn.run_folder import trained_in_4bit, training_config  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -56,15 +61,6 @@ def inspect_folder(path: Path, base: str | None) -> dict:
         hint = f" It holds checkpoints of an unfinished run: pass one of them, e.g. {checkpoints[-1]}"
     raise UserError(f"{path} holds neither a LoRA adapter (adapter_config.json) nor a model (config.json and "
                     f"{WEIGHT_FILES[0]}).{hint}")
-
-
-def trained_in_4bit(run_dir: Path) -> bool:
-    """True for a QLoRA run: training_config.json of the fine-tuning script says LOAD_IN_4BIT."""
-    for folder in (run_dir, run_dir.parent):  # a checkpoint-N folder sits inside its run folder
-        config_file = folder / "training_config.json"
-        if config_file.exists():
-            return bool(json.loads(config_file.read_text()).get("LOAD_IN_4BIT", False))
-    return False
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -100,7 +96,7 @@ def load(path: Path, base: str | None = None, log=None) -> tuple:
     if cuda and "device_map" not in kwargs:
         model = model.to("cuda")
     model.eval()
-    tokenizer = load_tokenizer(path, info["base"])
+    tokenizer = run_tokenizer(path, info["base"])
     return model, tokenizer, stop_token_ids(path, model, tokenizer, log)
 
 
@@ -108,40 +104,11 @@ def quantization_kwargs(qlora: bool, cuda: bool, log) -> dict:
     """A QLoRA adapter is best used on the 4-bit base it was trained with: same NF4 settings as training."""
     if not qlora:
         return {}
-    import importlib.util
-
-    if not cuda or importlib.util.find_spec("bitsandbytes") is None:
+    if quantization_problem(cuda):
         log("note: a QLoRA run, but " + ("no CUDA here" if not cuda else "bitsandbytes is not installed")
             + ": the base is loaded unquantized, so replies can differ slightly from the 4-bit model it was trained with")
         return {}
-    import torch
-    from transformers import BitsAndBytesConfig
-
-    config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                bnb_4bit_compute_dtype=torch.bfloat16)
-    return {"quantization_config": config, "device_map": {"": 0}}
-
-
-def load_base(name: str, kwargs: dict, source: str):
-    from transformers import AutoModelForCausalLM
-
-    try:
-        return AutoModelForCausalLM.from_pretrained(name, **kwargs)
-    except (OSError, ValueError) as error:  # a moved folder, a relative path from another directory, no hub access
-        relative = "" if Path(name).is_absolute() else "; a relative path is read from the folder you run in"
-        raise UserError(f"cannot load the base model {name!r} named in {source} ({error}){relative}; "
-                        "pass --base=PATH_OR_HUB_ID") from None
-
-
-def load_tokenizer(path: Path, base: str | None):
-    """The run folder's tokenizer carries the chat template used in training; fall back to the base's."""
-    from transformers import AutoTokenizer
-
-    has_own = (path / "tokenizer_config.json").exists()
-    tokenizer = AutoTokenizer.from_pretrained(path if has_own or base is None else base)
-    if not getattr(tokenizer, "chat_template", None):
-        raise UserError(f"the tokenizer of {path if has_own else base} has no chat template")
-    return tokenizer
+    return {"quantization_config": quantization_config(), "device_map": {"": 0}}
 
 
 def stop_token_ids(path: Path, model, tokenizer, log) -> list[int]:
@@ -154,8 +121,7 @@ def stop_token_ids(path: Path, model, tokenizer, log) -> list[int]:
     else:
         eos = model.generation_config.eos_token_id
         log(f"note: {path} has no generation_config.json; stopping at the base model's eos tokens {eos}")
-    eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
-    return list(dict.fromkeys([*eos, *([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])]))
+    return list(dict.fromkeys([*as_id_list(eos), *as_id_list(tokenizer.eos_token_id)]))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -164,11 +130,7 @@ def stop_token_ids(path: Path, model, tokenizer, log) -> list[int]:
 
 def template_kwargs(path: Path) -> dict:
     """CHAT_TEMPLATE_KWARGS the run was trained with (training_config.json), so that chat renders as training did."""
-    for folder in (path, path.parent):
-        config_file = folder / "training_config.json"
-        if config_file.exists():
-            return json.loads(config_file.read_text()).get("CHAT_TEMPLATE_KWARGS", {})
-    return {}
+    return training_config(path).get("CHAT_TEMPLATE_KWARGS", {})
 
 
 def render_prompt(tokenizer, history: list[dict], system: str = "", kwargs: dict | None = None, fmt=None) -> str:

@@ -26,8 +26,10 @@ import tempfile
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from chat import UserError, trained_in_4bit  # noqa: E402  (one error type and one reading of training_config.json)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the package beside this file: scripts/multiturn/
+from multiturn.errors import UserError  # noqa: E402
+from multiturn.model_setup import base_problem  # noqa: E402
+from multiturn.run_folder import trained_in_4bit  # noqa: E402
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -68,9 +70,7 @@ def check_base_unquantized(base: str, source: str) -> None:
     try:
         config = AutoConfig.from_pretrained(base)
     except (OSError, ValueError) as error:  # a moved folder, a relative path from another directory, no hub access
-        relative = "" if Path(base).is_absolute() else "; a relative path is read from the folder you run in"
-        raise UserError(f"cannot read the base model {base!r} named in {source} ({error}){relative}; "
-                        "pass --base=PATH_OR_HUB_ID") from None
+        raise UserError(base_problem(base, source, error)) from None
     quantization = getattr(config, "quantization_config", None)
     if quantization:
         method = quantization.get("quant_method", "?") if isinstance(quantization, dict) else type(quantization).__name__

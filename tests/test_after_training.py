@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, _load, run_script
+from conftest import ROOT, run_script
+from multiturn import run_folder
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")  # peft x transformers
 
@@ -42,12 +43,16 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def chat():
-    return _load("scripts_chat", CHAT)
+    import chat
+
+    return chat
 
 
 @pytest.fixture(scope="module")
 def merge_adapter():
-    return _load("scripts_merge_adapter", MERGE)
+    import merge_adapter
+
+    return merge_adapter
 
 
 @pytest.fixture(scope="module")
@@ -154,12 +159,12 @@ def test_merge_refuses_folder_without_adapter(tmp_path):
     assert not (tmp_path / "merged").exists()
 
 
-def test_merge_notes_qlora_run(merge_adapter, run_dir, tmp_path):
+def test_merge_notes_qlora_run(run_dir, tmp_path):
     """A QLoRA run is detected from training_config.json (the merge itself then loads the base unquantized)."""
-    assert merge_adapter.trained_in_4bit(run_dir) is False
+    assert run_folder.trained_in_4bit(run_dir) is False
     (tmp_path / "training_config.json").write_text(json.dumps({"LOAD_IN_4BIT": True}))
-    assert merge_adapter.trained_in_4bit(tmp_path) is True
-    assert merge_adapter.trained_in_4bit(tmp_path / "checkpoint-10") is True
+    assert run_folder.trained_in_4bit(tmp_path) is True
+    assert run_folder.trained_in_4bit(tmp_path / "checkpoint-10") is True
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -14,10 +14,11 @@ import json
 import pytest
 
 from agent_data import TOOLS, trajectory
-from chat_format import detect_chat_format
+from multiturn.chat_format import detect_chat_format
 from conftest import run_script
 from template_corpus import TRL_TEMPLATES
 from template_corpus import trained_spans as spans
+from multiturn import data, errors, examples, validation
 
 IGNORE = -100
 AGENT_TEMPLATES = ["qwen2_5", "llama3_1", "qwen3", "mistral_v3", "gpt_oss"]
@@ -124,12 +125,12 @@ def test_reasoning_the_template_cannot_render_is_left_out_and_said_once(corpus_t
 def test_train_reasoning_false_keeps_it_as_context(ft, corpus_tokenizer):
     tok = corpus_tokenizer("qwen3")
     fmt = detect_chat_format(tok)
-    cleaned, _ = ft.clean_conversations([[dict(trajectory(True)[0], tools=TOOLS)] + trajectory(True)[1:]], "d", False)
-    messages = ft.for_template(cleaned[0], fmt)
+    cleaned, _ = validation.clean_conversations([[dict(trajectory(True)[0], tools=TOOLS)] + trajectory(True)[1:]], "d", False)
+    messages = examples.for_template(cleaned[0], fmt)
     for train, expect in ((True, True), (False, False)):
-        examples = ft.tokenize_conversation(tok, fmt, messages, True, TOOLS, train_reasoning=train)
-        trained = "".join(tok.decode([t for t, x in zip(ids, labels) if x != IGNORE]) for ids, labels in examples)
-        whole = "".join(tok.decode(ids) for ids, _ in examples)
+        rows = examples.tokenize_conversation(tok, fmt, messages, True, TOOLS, train_reasoning=train)
+        trained = "".join(tok.decode([t for t, x in zip(ids, labels) if x != IGNORE]) for ids, labels in rows)
+        whole = "".join(tok.decode(ids) for ids, _ in rows)
         assert ("ask for both cities at once" in trained) is expect and "ask for both cities at once" in whole
         assert "108.50 USD" in trained and '"name": "get_weather"' in trained and "temp_c" not in trained
 
@@ -141,8 +142,8 @@ def test_inline_think_moves_to_the_template_field(ft, corpus_tokenizer):
     fmt = detect_chat_format(tok)
     inline = [{"role": "user", "content": "Name a prime."},
               {"role": "assistant", "content": "<think>\nSmall ones: 2, 3, 5, 7.\n</think>\n\nIn short: 7."}]
-    cleaned, _ = ft.clean_conversations([inline], "d", False)
-    (ids, labels), = ft.tokenize_conversation(tok, fmt, ft.for_template(cleaned[0], fmt), check=True)
+    cleaned, _ = validation.clean_conversations([inline], "d", False)
+    (ids, labels), = examples.tokenize_conversation(tok, fmt, examples.for_template(cleaned[0], fmt), check=True)
     assert tok.decode(ids) == tok.decode(tok(tok.apply_chat_template(inline, tokenize=False),
                                              add_special_tokens=False)["input_ids"])
     assert tok.decode([t for t, x in zip(ids, labels) if x != IGNORE]).startswith("<think>\nSmall ones")
@@ -163,18 +164,18 @@ def test_a_bad_trajectory_names_the_message_to_fix(ft, case):
     message, expected = BAD[case]
     conversation = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}, message,
                     {"role": "assistant", "content": "a"}]
-    with pytest.raises(ft.UserError) as error:
-        ft.clean_conversations([[{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}],
+    with pytest.raises(errors.UserError) as error:
+        validation.clean_conversations([[{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}],
                                 conversation], "data.json", False)
     assert str(error.value).startswith("data.json: conversation 1, ") and expected in str(error.value), error.value
 
 
 def test_unanswered_call_is_counted_or_an_error_under_strict(ft):
     cut = trajectory()[:3]  # the trajectory stops at its first calls
-    cleaned, problems = ft.clean_conversations([cut], "d.json", False)
+    cleaned, problems = validation.clean_conversations([cut], "d.json", False)
     assert problems["tool calls no result answers"] == 1 and cleaned[0][-1]["tool_calls"]
-    with pytest.raises(ft.UserError, match="conversation 0, message 2: tool calls no result answers"):
-        ft.clean_conversations([cut], "d.json", True)
+    with pytest.raises(errors.UserError, match="conversation 0, message 2: tool calls no result answers"):
+        validation.clean_conversations([cut], "d.json", True)
 
 
 def test_sharegpt_function_call_and_observation(ft):
@@ -184,13 +185,13 @@ def test_sharegpt_function_call_and_observation(ft):
         {"from": "function_call", "value": json.dumps({"name": "get_weather", "arguments": {"city": "Paris"}})},
         {"from": "observation", "value": '{"temp_c": 18}'},
         {"from": "gpt", "value": "In short: 18°C."}]}
-    messages = ft.record_messages(record, "conversations", "c")
-    (cleaned,), problems = ft.clean_conversations([messages], "d.json", False)
+    messages = data.record_messages(record, "conversations", "c")
+    (cleaned,), problems = validation.clean_conversations([messages], "d.json", False)
     assert not problems
     assert [m["role"] for m in cleaned] == ["system", "user", "assistant", "tool", "assistant"]
     assert cleaned[2]["tool_calls"] == [{"type": "function", "function": {"name": "get_weather",
                                                                           "arguments": {"city": "Paris"}}}]
-    assert ft.conversation_tools(cleaned) == [TOOLS[0]] and cleaned[0]["content"] == "Be brief."
+    assert validation.conversation_tools(cleaned) == [TOOLS[0]] and cleaned[0]["content"] == "Be brief."
 
 
 def test_llama3_1_parallel_calls_stop_with_the_template_message(corpus_tokenizer, tmp_path):
@@ -244,10 +245,10 @@ def agent_sources(tmp_path):
 
 
 def test_parquet_save_to_disk_and_dataset_ids_read_like_jsonl(ft, agent_sources):
-    expected = ft.clean_conversations(ft.load_conversations(str(agent_sources["jsonl"]))[0], "d", False)
+    expected = validation.clean_conversations(data.load_conversations(str(agent_sources["jsonl"]))[0], "d", False)
     for kind in ("parquet", "save_to_disk", "dataset repository"):
-        raw, fmt_name = ft.load_conversations(str(agent_sources[kind]))
-        assert ft.clean_conversations(raw, "d", False) == expected, kind
+        raw, fmt_name = data.load_conversations(str(agent_sources[kind]))
+        assert validation.clean_conversations(raw, "d", False) == expected, kind
         assert "rows" in fmt_name
 
 
@@ -259,15 +260,15 @@ def test_a_bad_row_of_a_dataset_is_named(ft, tmp_path):
     datasets.Dataset.from_list([{"messages": json.dumps(trajectory())}, {"messages": json.dumps(bad)}]).to_parquet(
         str(tmp_path / "d.parquet"))
     # JSON-encoded messages are not accepted silently: the column must hold messages
-    with pytest.raises(ft.UserError):
-        ft.clean_conversations(ft.load_conversations(str(tmp_path / "d.parquet"))[0], "d.parquet", False)
+    with pytest.raises(errors.UserError):
+        validation.clean_conversations(data.load_conversations(str(tmp_path / "d.parquet"))[0], "d.parquet", False)
     rows = [{"messages": copy.deepcopy(c)} for c in (trajectory(), bad)]
     for r in rows:
         for m in r["messages"]:
             m["tool_calls"] = json.dumps(m.get("tool_calls")) if m.get("tool_calls") else None
     datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "e.parquet"))
-    with pytest.raises(ft.UserError, match=r"e.parquet: conversation 1, message 5, tool call 0: the arguments"):
-        ft.clean_conversations(ft.load_conversations(str(tmp_path / "e.parquet"))[0], f"{tmp_path}/e.parquet", False)
+    with pytest.raises(errors.UserError, match=r"e.parquet: conversation 1, message 5, tool call 0: the arguments"):
+        validation.clean_conversations(data.load_conversations(str(tmp_path / "e.parquet"))[0], f"{tmp_path}/e.parquet", False)
 
 
 def test_short_training_run_on_tool_data(small_model, tmp_path, agent_sources):
@@ -297,9 +298,9 @@ def test_deepseek_r1_inline_reasoning_is_left_out_as_its_template_does(ft, corpu
     for tok, kept in ((r1, False), (chatml, True)):
         fmt = detect_chat_format(tok)
         assert fmt.drops_inline_reasoning is not kept and not fmt.reasoning_field
-        cleaned, _ = ft.clean_conversations([conversation], "d", False)
-        examples = ft.tokenize_conversation(tok, fmt, ft.for_template(cleaned[0], fmt), check=True)
-        trained = "".join(tok.decode([t for t, x in zip(ids, labels) if x != IGNORE]) for ids, labels in examples)
+        cleaned, _ = validation.clean_conversations([conversation], "d", False)
+        rows = examples.tokenize_conversation(tok, fmt, examples.for_template(cleaned[0], fmt), check=True)
+        trained = "".join(tok.decode([t for t, x in zip(ids, labels) if x != IGNORE]) for ids, labels in rows)
         assert "In short: 7." in trained and "In short: 11." in trained
         assert ("Eleven is prime." in trained) is kept and ("Small ones" in trained) is kept
     data = tmp_path / "r1.json"
@@ -318,7 +319,7 @@ def test_deepseek_v3_gets_its_call_arguments_as_text(ft, corpus_tokenizer):
     fmt = detect_chat_format(tok)
     assert fmt.renders_tool_calls and fmt.arguments_as_text and not fmt.renders_tools
     assert not detect_chat_format(corpus_tokenizer("qwen2_5")).arguments_as_text
-    cleaned, _ = ft.clean_conversations([trajectory()], "d", False)
-    examples = ft.tokenize_conversation(tok, fmt, ft.for_template(cleaned[0], fmt), check=True)
-    trained = "".join(tok.decode([t for t, x in zip(ids, labels) if x != IGNORE]) for ids, labels in examples)
+    cleaned, _ = validation.clean_conversations([trajectory()], "d", False)
+    rows = examples.tokenize_conversation(tok, fmt, examples.for_template(cleaned[0], fmt), check=True)
+    trained = "".join(tok.decode([t for t, x in zip(ids, labels) if x != IGNORE]) for ids, labels in rows)
     assert '```json\n{"city": "Paris"}\n```' in trained and "108.50 USD" in trained and "temp_c" not in trained

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_script
+from multiturn import chat_format, data, errors, examples, validation
 
 IGNORE = -100
 EOT = "<end_of_turn>"
@@ -40,7 +41,7 @@ def config(ft, **overrides):
 
 @pytest.fixture(scope="module")
 def fmt(ft, tokenizer):
-    return ft.detect_chat_format(tokenizer)
+    return chat_format.detect_chat_format(tokenizer)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def special(tokenizer):
 
 def prepare(ft, tokenizer, fmt, conversations, **overrides):
     """Run the script's preparation; return ([(input_ids, labels, conversation_index)], stats)."""
-    dataset, stats = ft.prepare_dataset(conversations, tokenizer, fmt, config(ft, **overrides), "test")
+    dataset, stats = examples.prepare_dataset(conversations, tokenizer, fmt, config(ft, **overrides), "test")
     rows = [(r["input_ids"], r["labels"], r["conversation_index"]) for r in dataset]
     return rows, stats
 
@@ -112,8 +113,8 @@ def reply_token_count(tokenizer, reply):
 
 
 def load_and_clean(ft, path, strict=False):
-    raw, data_format = ft.load_conversations(str(path))
-    cleaned, problems = ft.clean_conversations(raw, str(path), strict)
+    raw, data_format = data.load_conversations(str(path))
+    cleaned, problems = validation.clean_conversations(raw, str(path), strict)
     return cleaned, problems, data_format
 
 
@@ -309,7 +310,7 @@ def test_structural_error_names_place_and_fix(ft, tmp_path, script_runs, name):
     filename, text, fragments = BAD_INPUTS[name]
     path = tmp_path / filename
     path.write_text(text)
-    with pytest.raises(ft.UserError) as error:
+    with pytest.raises(errors.UserError) as error:
         load_and_clean(ft, path)
     message = str(error.value)
     assert message.startswith(f"{path}: "), message
@@ -346,7 +347,7 @@ def test_more_structural_errors(ft, tmp_path, name):
     text, fragments = MORE_BAD_INPUTS[name]
     path = tmp_path / "data.json"
     path.write_text(text)
-    with pytest.raises(ft.UserError) as error:
+    with pytest.raises(errors.UserError) as error:
         load_and_clean(ft, path)
     assert str(error.value).startswith(f"{path}: ")
     for fragment in fragments:
@@ -354,13 +355,13 @@ def test_more_structural_errors(ft, tmp_path, name):
 
 
 def test_role_of_wrong_type_is_a_user_error(ft):
-    with pytest.raises(ft.UserError, match="conversation 0, message 0"):
-        ft.clean_conversations([[msg(["user"], "a"), msg("assistant", "b")]], "data.json", False)
+    with pytest.raises(errors.UserError, match="conversation 0, message 0"):
+        validation.clean_conversations([[msg(["user"], "a"), msg("assistant", "b")]], "data.json", False)
 
 
 def test_missing_file(ft, tmp_path):
-    with pytest.raises(ft.UserError, match="file not found"):
-        ft.load_conversations(str(tmp_path / "nowhere.json"))
+    with pytest.raises(errors.UserError, match="file not found"):
+        data.load_conversations(str(tmp_path / "nowhere.json"))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -425,7 +426,7 @@ SOFT = {
 def test_soft_problem_fixed_and_counted(ft, name):
     conversation, kept, problems, _ = SOFT[name]
     good = [msg("user", "Hello", train=True), msg("assistant", "Hi there.", train=True)]
-    cleaned, counted = ft.clean_conversations([GOOD, conversation, GOOD], "data.json", strict=False)
+    cleaned, counted = validation.clean_conversations([GOOD, conversation, GOOD], "data.json", strict=False)
     assert cleaned == [good] + ([kept] if kept is not None else []) + [good]
     assert counted == Counter(problems)
 
@@ -433,8 +434,8 @@ def test_soft_problem_fixed_and_counted(ft, name):
 @pytest.mark.parametrize("name", SOFT)
 def test_soft_problem_is_an_error_when_strict(ft, name):
     conversation, _, problems, where = SOFT[name]
-    with pytest.raises(ft.UserError) as error:
-        ft.clean_conversations([GOOD, conversation, GOOD], "data.json", strict=True)
+    with pytest.raises(errors.UserError) as error:
+        validation.clean_conversations([GOOD, conversation, GOOD], "data.json", strict=True)
     message = str(error.value)
     assert message.startswith(f"data.json: {where}"), message
     assert "STRICT is on" in message and "--strict=False" in message
@@ -442,13 +443,13 @@ def test_soft_problem_is_an_error_when_strict(ft, name):
 
 
 def test_merged_reply_trained_as_one_span(ft, tokenizer, fmt):
-    cleaned, _ = ft.clean_conversations([SOFT["consecutive-assistants"][0]], "data.json", strict=False)
+    cleaned, _ = validation.clean_conversations([SOFT["consecutive-assistants"][0]], "data.json", strict=False)
     (row,), _ = prepare(ft, tokenizer, fmt, cleaned)
     assert trained_texts(tokenizer, row[0], row[1]) == ["One.\n\nTwo.\n\nThree." + EOT]
 
 
 def test_empty_reply_stays_as_untrained_context(ft, tokenizer, fmt):
-    cleaned, _ = ft.clean_conversations([SOFT["one-reply-empty"][0]], "data.json", strict=False)
+    cleaned, _ = validation.clean_conversations([SOFT["one-reply-empty"][0]], "data.json", strict=False)
     (row,), _ = prepare(ft, tokenizer, fmt, cleaned)
     assert row[0] == template_ids(tokenizer, cleaned[0])
     assert trained_texts(tokenizer, row[0], row[1]) == ["A2" + EOT]
@@ -483,7 +484,7 @@ def test_end_to_end_report(ft, tokenizer, fmt, script_runs):
     written = prepared_rows(run.output_dir)
     assert all(len(r["input_ids"]) <= 128 for r in written)
     # the same examples as the plain message lists give, and the first ones are the template's own rendering
-    cleaned, _ = ft.clean_conversations(REPORT_DATA, "data.json", strict=False)
+    cleaned, _ = validation.clean_conversations(REPORT_DATA, "data.json", strict=False)
     rows, _ = prepare(ft, tokenizer, fmt, cleaned, max_seq_length=128)
     assert [(r["input_ids"], r["labels"]) for r in written] == [(ids, labels) for ids, labels, _ in rows]
     assert [r["input_ids"] for r in written[:3]] == [template_ids(tokenizer, c) for c in CONVERSATIONS]
@@ -618,18 +619,18 @@ def test_preparation_in_worker_processes_matches_one_process(ft, tokenizer, fmt,
     assert "num_proc=2" in run.result.stderr  # datasets' progress line names the worker processes
     conversations, _, _ = load_and_clean(ft, run.path)
     assert len(conversations) == len(MANY)
-    dataset, _ = ft.prepare_dataset(conversations, tokenizer, fmt, config(ft), "train")  # one process
+    dataset, _ = examples.prepare_dataset(conversations, tokenizer, fmt, config(ft), "train")  # one process
     rows = prepared_rows(run.output_dir)
     assert len(rows) == len(dataset) == len(MANY)
     assert rows == [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in dataset]
     # the function itself, imported as a module, in two processes: the same again, and nothing left behind
-    parallel, _ = ft.prepare_dataset(conversations[:2000], tokenizer, fmt, dict(config(ft), NUM_PROC=2), "train")
+    parallel, _ = examples.prepare_dataset(conversations[:2000], tokenizer, fmt, dict(config(ft), NUM_PROC=2), "train")
     assert parallel["input_ids"] == dataset["input_ids"][:2000] and parallel["labels"] == dataset["labels"][:2000]
-    assert ft._FORK_SHARED == {}
+    assert examples._FORK_SHARED == {}
 
 
 def test_no_trained_reply_anywhere_stops(ft, script_runs):
-    cleaned, problems = ft.clean_conversations(NOTHING_TRAINED, "data.json", strict=False)
+    cleaned, problems = validation.clean_conversations(NOTHING_TRAINED, "data.json", strict=False)
     assert cleaned == [] and problems[SKIPPED] == 2
     run = script_runs["nothing-trained"]
     assert_user_error(run.result, "no conversation is left to train on")
@@ -802,18 +803,18 @@ def test_validated_and_prepared_data_stay_on_disk(ft, tokenizer, fmt, tmp_path):
     path = tmp_path / "data.jsonl"
     path.write_text("".join(json.dumps({"messages": c}) + "\n" for c in sample))
     folder = tmp_path / "prepared"
-    data = ft.validate_data(str(path), False, folder, "train", print)
+    data = validation.validate_data(str(path), False, folder, "train", print)
     assert (data.read, data.kept) == (60, 60) and data.found == "objects with 'messages' (JSONL)"
     assert [Path(f["filename"]).parent for f in data.conversations.cache_files] == [folder]
-    on_disk, _ = ft.prepare_dataset(data.conversations, tokenizer, fmt, config(ft), "train", folder=folder)
+    on_disk, _ = examples.prepare_dataset(data.conversations, tokenizer, fmt, config(ft), "train", folder=folder)
     assert on_disk.cache_files and all(Path(f["filename"]).parent == folder for f in on_disk.cache_files)
-    cleaned, _ = ft.clean_conversations([c for c in sample], str(path), False)
-    in_memory, _ = ft.prepare_dataset(cleaned, tokenizer, fmt, config(ft), "train")
+    cleaned, _ = validation.clean_conversations([c for c in sample], str(path), False)
+    in_memory, _ = examples.prepare_dataset(cleaned, tokenizer, fmt, config(ft), "train")
     assert in_memory.cache_files == []
     assert on_disk["input_ids"] == in_memory["input_ids"] and on_disk["labels"] == in_memory["labels"]
-    assert ft.token_counts(on_disk) == ft.token_counts(in_memory)
+    assert examples.token_counts(on_disk) == examples.token_counts(in_memory)
     # without a folder (the processes other than the main one) the same checks run, and nothing is kept
-    again = ft.validate_data(str(path), False, None, "train", print)
+    again = validation.validate_data(str(path), False, None, "train", print)
     assert again.conversations is None and (again.read, again.kept, again.problems) == (60, 60, data.problems)
 
 
@@ -870,11 +871,11 @@ def test_many_problems_give_one_bounded_report(ft, tmp_path):
     bad += [[{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]]
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(bad))
-    with pytest.raises(ft.UserError) as caught:
-        ft.validate_data(str(path), False, None, "train", print)
+    with pytest.raises(errors.UserError) as caught:
+        validation.validate_data(str(path), False, None, "train", print)
     report = str(caught.value)
     lines = report.splitlines()
-    assert len(lines) <= 1 + ft.REPORT_KINDS
+    assert len(lines) <= 1 + validation.REPORT_KINDS
     assert lines[0].startswith(f"{path}: 34 conversations with problems") and "28 kinds" in lines[0]
     assert sum("unknown role" in line for line in lines) == 1 and "'r24' (1 conversation" in report
     assert "content must be a string, found int (3 in all; also" in report
@@ -889,9 +890,9 @@ def test_strict_lists_every_soft_problem_then_stops(ft, tmp_path):
     data += [[{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}, {"role": "user", "content": "z"}]]
     path = tmp_path / "soft.json"
     path.write_text(json.dumps(data))
-    assert ft.validate_data(str(path), False, None, "train", print).kept == 5
-    with pytest.raises(ft.UserError) as caught:
-        ft.validate_data(str(path), True, None, "train", print)
+    assert validation.validate_data(str(path), False, None, "train", print).kept == 5
+    with pytest.raises(errors.UserError) as caught:
+        validation.validate_data(str(path), True, None, "train", print)
     report = str(caught.value)
     assert "STRICT is on" in report and len(report.splitlines()) == 4
     assert "conversation 0, message 0: leading assistant message dropped (3 in all; also" in report

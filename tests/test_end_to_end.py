@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from conftest import run_script
+from multiturn import control_tokens, errors, examples, model_setup, replies, settings
 
 FAKE_TOKEN = "hf_notARealTokenButSecret123"
 REPLY = "In short: noted.\n\nI will keep that in mind."
@@ -49,7 +50,7 @@ def test_run_reports_cpu_fallback_and_markers(trained, ft):
     _, result = trained
     warnings = [line for line in result.stdout.splitlines() if line.startswith("WARNING:")]
     assert len(warnings) == 1 and "CUDA" in warnings[0]
-    assert ("bfloat16" if ft.cpu_has_native_bf16() else "float32") in warnings[0]  # bf16 where the CPU has it
+    assert ("bfloat16" if model_setup.cpu_has_native_bf16() else "float32") in warnings[0]  # bf16 where the CPU has it
     assert "trained closing of each reply: '<end_of_turn>'" in result.stdout
     assert "system messages: folded into the first user turn" in result.stdout
     assert "step    30/30" in result.stdout
@@ -119,60 +120,60 @@ def test_adapter_loads_and_stops_at_end_of_turn(trained, small_model):
 
 
 def test_overrides_are_strict(ft):
-    assert ft.parse_overrides(["--max_steps=5", "--learning_rate=1e-4"], ft.CONFIG)["MAX_STEPS"] == 5
-    assert ft.parse_overrides(["--model_name=org/model-1"], ft.CONFIG)["MODEL_NAME"] == "org/model-1"
-    assert ft.parse_overrides(["--num_train_epochs=2"], ft.CONFIG)["NUM_TRAIN_EPOCHS"] == 2.0
-    with pytest.raises(ft.UserError, match="unknown setting --max_step"):
-        ft.parse_overrides(["--max_step=5"], ft.CONFIG)
-    with pytest.raises(ft.UserError, match="--batch_size=two: expected int"):
-        ft.parse_overrides(["--batch_size=two"], ft.CONFIG)
-    with pytest.raises(ft.UserError, match="--prepare_only=1: expected bool"):
-        ft.parse_overrides(["--prepare_only=1"], ft.CONFIG)
-    with pytest.raises(ft.UserError, match="train_on"):
-        ft.parse_overrides(["--train_on=first"], ft.CONFIG)
-    assert ft.parse_overrides(["--precision=fp32"], ft.CONFIG)["PRECISION"] == "fp32"
-    with pytest.raises(ft.UserError, match="precision='fp16' is not one of"):
-        ft.parse_overrides(["--precision=fp16"], ft.CONFIG)
-    kwargs = ft.parse_overrides(["--chat_template_kwargs={'enable_thinking': False}"], ft.CONFIG)
+    assert settings.parse_overrides(["--max_steps=5", "--learning_rate=1e-4"], ft.CONFIG)["MAX_STEPS"] == 5
+    assert settings.parse_overrides(["--model_name=org/model-1"], ft.CONFIG)["MODEL_NAME"] == "org/model-1"
+    assert settings.parse_overrides(["--num_train_epochs=2"], ft.CONFIG)["NUM_TRAIN_EPOCHS"] == 2.0
+    with pytest.raises(errors.UserError, match="unknown setting --max_step"):
+        settings.parse_overrides(["--max_step=5"], ft.CONFIG)
+    with pytest.raises(errors.UserError, match="--batch_size=two: expected int"):
+        settings.parse_overrides(["--batch_size=two"], ft.CONFIG)
+    with pytest.raises(errors.UserError, match="--prepare_only=1: expected bool"):
+        settings.parse_overrides(["--prepare_only=1"], ft.CONFIG)
+    with pytest.raises(errors.UserError, match="train_on"):
+        settings.parse_overrides(["--train_on=first"], ft.CONFIG)
+    assert settings.parse_overrides(["--precision=fp32"], ft.CONFIG)["PRECISION"] == "fp32"
+    with pytest.raises(errors.UserError, match="precision='fp16' is not one of"):
+        settings.parse_overrides(["--precision=fp16"], ft.CONFIG)
+    kwargs = settings.parse_overrides(["--chat_template_kwargs={'enable_thinking': False}"], ft.CONFIG)
     assert kwargs["CHAT_TEMPLATE_KWARGS"] == {"enable_thinking": False}
-    with pytest.raises(ft.UserError, match="--chat_template_kwargs=yes: expected dict"):
-        ft.parse_overrides(["--chat_template_kwargs=yes"], ft.CONFIG)
+    with pytest.raises(errors.UserError, match="--chat_template_kwargs=yes: expected dict"):
+        settings.parse_overrides(["--chat_template_kwargs=yes"], ft.CONFIG)
 
 
 def test_auto_or_bool_settings_take_all_three(ft):
     for value, expected in (("auto", "auto"), ("True", True), ("False", False)):
-        assert ft.parse_overrides([f"--train_control_tokens={value}"], ft.CONFIG)["TRAIN_CONTROL_TOKENS"] == expected
-        assert ft.parse_overrides([f"--padding_free={value}"], ft.CONFIG)["PADDING_FREE"] == expected
-    with pytest.raises(ft.UserError, match="train_control_tokens='yes' is not one of"):
-        ft.parse_overrides(["--train_control_tokens=yes"], ft.CONFIG)
+        assert settings.parse_overrides([f"--train_control_tokens={value}"], ft.CONFIG)["TRAIN_CONTROL_TOKENS"] == expected
+        assert settings.parse_overrides([f"--padding_free={value}"], ft.CONFIG)["PADDING_FREE"] == expected
+    with pytest.raises(errors.UserError, match="train_control_tokens='yes' is not one of"):
+        settings.parse_overrides(["--train_control_tokens=yes"], ft.CONFIG)
 
 
 def test_config_file_sets_constants_in_order(ft, tmp_path):
     path = tmp_path / "run.json"
     path.write_text(json.dumps({"max_steps": 7, "LEARNING_RATE": 1, "chat_template_kwargs": {"enable_thinking": False},
                                 "train_control_tokens": False}))
-    cfg = ft.parse_overrides([f"--config={path}", "--max_steps=9"], ft.CONFIG)
+    cfg = settings.parse_overrides([f"--config={path}", "--max_steps=9"], ft.CONFIG)
     assert cfg["MAX_STEPS"] == 9 and cfg["LEARNING_RATE"] == 1.0  # a later flag wins; an int is a valid float
     assert cfg["CHAT_TEMPLATE_KWARGS"] == {"enable_thinking": False} and cfg["TRAIN_CONTROL_TOKENS"] is False
-    assert ft.parse_overrides(["--max_steps=9", f"--config={path}"], ft.CONFIG)["MAX_STEPS"] == 7
+    assert settings.parse_overrides(["--max_steps=9", f"--config={path}"], ft.CONFIG)["MAX_STEPS"] == 7
     path.write_text(json.dumps({"max_stepz": 7}))
-    with pytest.raises(ft.UserError, match=r"unknown setting 'max_stepz' in .*run.json \(did you mean .*--max_steps"):
-        ft.parse_overrides([f"--config={path}"], ft.CONFIG)
+    with pytest.raises(errors.UserError, match=r"unknown setting 'max_stepz' in .*run.json \(did you mean .*--max_steps"):
+        settings.parse_overrides([f"--config={path}"], ft.CONFIG)
     path.write_text(json.dumps({"batch_size": "2"}))
-    with pytest.raises(ft.UserError, match=r"'batch_size': \"2\" in .*run.json: expected int"):
-        ft.parse_overrides([f"--config={path}"], ft.CONFIG)
+    with pytest.raises(errors.UserError, match=r"'batch_size': \"2\" in .*run.json: expected int"):
+        settings.parse_overrides([f"--config={path}"], ft.CONFIG)
     path.write_text("{'max_steps': 7}")
-    with pytest.raises(ft.UserError, match="not valid JSON"):
-        ft.parse_overrides([f"--config={path}"], ft.CONFIG)
-    with pytest.raises(ft.UserError, match="cannot read it"):
-        ft.parse_overrides([f"--config={tmp_path / 'missing.json'}"], ft.CONFIG)
+    with pytest.raises(errors.UserError, match="not valid JSON"):
+        settings.parse_overrides([f"--config={path}"], ft.CONFIG)
+    with pytest.raises(errors.UserError, match="cannot read it"):
+        settings.parse_overrides([f"--config={tmp_path / 'missing.json'}"], ft.CONFIG)
 
 
 def test_a_runs_training_config_repeats_it(ft, trained):
     """training_config.json holds every constant as used: given back with --config, it sets them all again."""
     run_dir, _ = trained
     saved = json.loads((run_dir / "training_config.json").read_text())
-    assert ft.parse_overrides([f"--config={run_dir / 'training_config.json'}"], ft.CONFIG) == saved
+    assert settings.parse_overrides([f"--config={run_dir / 'training_config.json'}"], ft.CONFIG) == saved
 
 
 def test_bad_override_stops_without_traceback(tmp_path):
@@ -198,7 +199,7 @@ def test_control_token_row_is_trained_where_the_base_model_never_learned_it(ft, 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from chat_format import detect_chat_format
+    from multiturn.chat_format import detect_chat_format
 
     run_dir, result = trained
     tokenizer = AutoTokenizer.from_pretrained(run_dir)
@@ -206,21 +207,21 @@ def test_control_token_row_is_trained_where_the_base_model_never_learned_it(ft, 
     assert json.loads((run_dir / "adapter_config.json").read_text())["trainable_token_indices"] == [end_of_turn]
     assert "control tokens: <end_of_turn> (p=" in result.stdout
     fmt = detect_chat_format(tokenizer)
-    rows = [ex for messages in pattern_data(6, seed=7) for ex in ft.tokenize_conversation(tokenizer, fmt, messages)]
+    rows = [ex for messages in pattern_data(6, seed=7) for ex in examples.tokenize_conversation(tokenizer, fmt, messages)]
     dataset = datasets.Dataset.from_dict({"input_ids": [r[0] for r in rows], "labels": [r[1] for r in rows]})
-    assert ft.generated_control_tokens(tokenizer, dataset) == [end_of_turn]
+    assert control_tokens.generated_control_tokens(tokenizer, dataset) == [end_of_turn]
     base = AutoModelForCausalLM.from_pretrained(small_model, dtype=torch.float32)
-    before = ft.token_probabilities(base, dataset, [end_of_turn])[end_of_turn]
+    before = control_tokens.token_probabilities(base, dataset, [end_of_turn])[end_of_turn]
     merged = PeftModel.from_pretrained(base, run_dir).merge_and_unload()
-    after = ft.token_probabilities(merged, dataset, [end_of_turn])[end_of_turn]
-    assert before < ft.UNLEARNED < 0.5 < after, (before, after)
+    after = control_tokens.token_probabilities(merged, dataset, [end_of_turn])[end_of_turn]
+    assert before < control_tokens.UNLEARNED < 0.5 < after, (before, after)
 
 
 def test_replies_come_back_in_the_order_of_the_prompts(ft, small_model):
     """generate_replies batches prompts by length; each reply must still be the one its own prompt gets alone."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from chat_format import detect_chat_format
+    from multiturn.chat_format import detect_chat_format
 
     tokenizer = AutoTokenizer.from_pretrained(small_model)
     fmt = detect_chat_format(tokenizer)
@@ -228,7 +229,7 @@ def test_replies_come_back_in_the_order_of_the_prompts(ft, small_model):
     prompts = [[{"role": "user", "content": text}] for text in
                ("Name a colour. " * 30, "Hi", "What is the capital of France? " * 8, "Count to three.")]
     stop = [tokenizer.convert_tokens_to_ids("<end_of_turn>")]
-    alone = [ft.generate_replies(model, tokenizer, fmt, [p], stop, 6)[0] for p in prompts]
+    alone = [replies.generate_replies(model, tokenizer, fmt, [p], stop, 6)[0] for p in prompts]
     for tokens in (64, 100_000):  # one prompt per batch, then all in one batch
-        assert ft.generate_replies(model, tokenizer, fmt, prompts, stop, 6, batch_tokens=tokens) == alone
+        assert replies.generate_replies(model, tokenizer, fmt, prompts, stop, 6, batch_tokens=tokens) == alone
     assert len({r["text"] for r in alone}) > 1  # the prompts get different replies, so order is visible

@@ -12,7 +12,8 @@ import pytest
 import trl
 
 from conftest import ROOT, run_script
-from chat_format import fold_system
+from multiturn.chat_format import fold_system
+from multiturn import chat_format, examples
 
 END = "<end_of_turn>"
 
@@ -72,16 +73,16 @@ def trained_spans(input_ids, labels):
 
 @pytest.fixture(scope="module")
 def fmt(ft, tokenizer):
-    return ft.detect_chat_format(tokenizer)
+    return chat_format.detect_chat_format(tokenizer)
 
 
 def prepare(ft, tokenizer, fmt, messages, train_on="all"):
     """The one example Gemma's prefix-preserving template gives a conversation, checked against its rendering."""
     if train_on == "last":
-        messages = ft.only_last_reply_trained(messages)
-    examples = ft.tokenize_conversation(tokenizer, fmt, messages, check=True)
-    assert len(examples) == 1
-    return examples[0]
+        messages = examples.only_last_reply_trained(messages)
+    rows = examples.tokenize_conversation(tokenizer, fmt, messages, check=True)
+    assert len(rows) == 1
+    return rows[0]
 
 
 def test_detected_format_is_gemmas(fmt, tokenizer):
@@ -180,10 +181,10 @@ def test_chatml_template_on_the_same_tokenizer(ft, chatml_tokenizer):
     """A template of another family: the header "<|im_start|>assistant\n" is several tokens, content is not
     stripped, system is native, and the closing is the control token <|im_end|> without the newline after it."""
     tok = chatml_tokenizer
-    fmt = ft.detect_chat_format(tok)
+    fmt = chat_format.detect_chat_format(tok)
     assert fmt.closing == "<|im_end|>" and fmt.system == "native" and not fmt.strip_roles
     messages = [{"role": "system", "content": "Be terse."}] + CONVERSATIONS["whitespace"]
-    rows = ft.tokenize_conversation(tok, fmt, messages, check=True)
+    rows = examples.tokenize_conversation(tok, fmt, messages, check=True)
     replies = [m["content"] for m in messages if m["role"] == "assistant"]
     assert sorted(tok.decode(s) for ids, labels in rows for s in trained_spans(ids, labels)) == sorted(
         r + "<|im_end|>" for r in replies)
@@ -194,13 +195,13 @@ def test_reply_that_merges_with_the_header_is_trained_after_its_prompt(ft, chatm
     whole text's ids before the reply are not the prompt's ids at inference. The reply is then trained in a row of
     its own: exactly the prompt's ids, then the reply as the model generates it after them."""
     tok = chatml_tokenizer
-    fmt = ft.detect_chat_format(tok)
+    fmt = chat_format.detect_chat_format(tok)
     messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "\n\nreply after blank lines"}]
     prompt = tok.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)
     prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
     whole = tok(tok.apply_chat_template(messages, tokenize=False), add_special_tokens=False)["input_ids"]
     assert whole[:len(prompt_ids)] != prompt_ids, "the whole text's tokenization merges across the prompt's end"
-    (ids, labels), = ft.tokenize_conversation(tok, fmt, messages, check=True)
+    (ids, labels), = examples.tokenize_conversation(tok, fmt, messages, check=True)
     (start, end), = trained_spans_at(labels)
     assert ids[:start] == prompt_ids
     assert tok.decode(ids[start:end]) == "\n\nreply after blank lines<|im_end|>"

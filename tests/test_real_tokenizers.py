@@ -10,9 +10,10 @@ import re
 
 import pytest
 
-from chat_format import detect_chat_format, prompt_messages, render
+from multiturn.chat_format import detect_chat_format, prompt_messages, render
 from real_tokenizers import REAL, build, original_encoder, sample_texts
 from template_corpus import trained_spans
+from multiturn import chat_format, examples, validation
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city.",
                                             "parameters": {"type": "object", "properties": {
@@ -69,10 +70,10 @@ def test_converted_tokenizer_equals_its_original(real, name):
 
 def conversation_rows(ft, tok, fmt, raw):
     problems = {}
-    messages = ft.clean_conversation(raw, "test", False, __import__("collections").Counter())
-    messages = ft.for_template(messages, fmt)
-    tools = ft.conversation_tools(messages)
-    return messages, tools, ft.tokenize_conversation(tok, fmt, messages, check=True, tools=tools), problems
+    messages = validation.clean_conversation(raw, "test", False, __import__("collections").Counter())
+    messages = examples.for_template(messages, fmt)
+    tools = validation.conversation_tools(messages)
+    return messages, tools, examples.tokenize_conversation(tok, fmt, messages, check=True, tools=tools), problems
 
 
 def check_ids(ft, tok, fmt, raw):
@@ -183,7 +184,7 @@ def test_whitespace_the_template_strips_is_trained_as_rendered(ft, corpus_tokeni
     tok = corpus_tokenizer(name)
     fmt = detect_chat_format(tok, {"enable_thinking": False} if name == "smollm3" else {})
     messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "\n\nI noticed the spaces.\n\n"}]
-    examples = ft.conversation_examples(tok, fmt, messages)
+    examples = chat_format.conversation_examples(tok, fmt, messages)
     (rows, notes), = [r for r in __import__("token_ids").encode_examples(tok, examples)]
     (ids, labels), = rows
     (start, end), = trained_spans(labels)
@@ -193,7 +194,7 @@ def test_whitespace_the_template_strips_is_trained_as_rendered(ft, corpus_tokeni
     finished = render(tok, messages, fmt.template_kwargs)
     assert tok.decode(ids[start:end]) in finished and "I noticed the spaces." in tok.decode(ids[start:end])
     assert notes["replies whose surrounding whitespace the template strips (trained as rendered)"] == 1
-    ft.tokenize_conversation(tok, fmt, messages, check=True)  # the check passes too
+    examples.tokenize_conversation(tok, fmt, messages, check=True)  # the check passes too
 
 
 def test_template_that_drops_a_parallel_tool_call_stops_with_one_error(ft, corpus_tokenizer):
@@ -208,10 +209,10 @@ def test_template_that_drops_a_parallel_tool_call_stops_with_one_error(ft, corpu
                 {"role": "tool", "content": "21 C", "tool_call_id": "c0"},
                 {"role": "tool", "content": "10:00", "tool_call_id": "c1"},
                 {"role": "assistant", "content": "21 C at 10:00."}]
-    from chat_format import UserError
+    from multiturn.chat_format import UserError
 
     with pytest.raises(UserError, match=r"leaves out get_time.*one call per message"):
-        ft.tokenize_conversation(tok, fmt, messages, check=True, tools=TOOLS)
+        examples.tokenize_conversation(tok, fmt, messages, check=True, tools=TOOLS)
     one = [messages[0], dict(messages[1], tool_calls=calls[:1]), messages[2],
            dict(messages[1], tool_calls=calls[1:]), messages[3], messages[4]]
-    assert ft.tokenize_conversation(tok, fmt, one, check=True, tools=TOOLS)  # one call per message renders whole
+    assert examples.tokenize_conversation(tok, fmt, one, check=True, tools=TOOLS)  # one call per message renders whole

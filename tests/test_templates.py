@@ -12,10 +12,11 @@ import json
 
 import pytest
 
-from chat_format import UserError, describe, detect_chat_format, fold_system, render
+from multiturn.chat_format import UserError, describe, detect_chat_format, fold_system, render
 from conftest import run_script
 from template_corpus import CORPUS, TRL_TEMPLATES
 from template_corpus import trained_spans as spans
+from multiturn import examples
 
 IGNORE = -100
 
@@ -44,7 +45,7 @@ CONVERSATIONS = {
 
 def check_conversation(ft, tok, fmt, messages):
     """Check every property against the template's own renderings; return the examples' count."""
-    examples = ft.tokenize_conversation(tok, fmt, messages, check=True)
+    rows = examples.tokenize_conversation(tok, fmt, messages, check=True)
 
     def norm(text):  # decoding turns some tokens' characters into others ("▁" into " "): compare decoded texts
         return tok.decode(tok(text, add_special_tokens=False)["input_ids"])
@@ -56,7 +57,7 @@ def check_conversation(ft, tok, fmt, messages):
     prompts = {i: render(tok, folded[:i], kwargs, add_generation_prompt=True) for i in replies}
     extra = norm(fmt.generation_extra)
     trained_replies = []
-    for ids, labels in examples:
+    for ids, labels in rows:
         assert all(label in (IGNORE, token) for token, label in zip(ids, labels))
         text = tok.decode(ids)
         for start, end in spans(labels):
@@ -91,7 +92,7 @@ def check_conversation(ft, tok, fmt, messages):
         assert text == finished or (text.startswith(finished) and text[len(finished):] == norm(fmt.closing)) or (
             text.startswith(context) and finished.endswith(text[len(context):])) or own, (text[-300:], finished[-300:])
     assert sorted(trained_replies) == replies, "every reply is trained exactly once"
-    return len(examples)
+    return len(rows)
 
 
 @pytest.mark.parametrize("name", list(CORPUS))
@@ -120,7 +121,7 @@ def test_gpt_oss_trains_return_on_the_final_reply(ft, corpus_tokenizer):
     tok = corpus_tokenizer("gpt_oss")
     fmt = detect_chat_format(tok)
     assert fmt.closing == "<|return|>"
-    ids, labels = ft.tokenize_conversation(tok, fmt, CONVERSATIONS["one exchange"], check=True)[0]
+    ids, labels = examples.tokenize_conversation(tok, fmt, CONVERSATIONS["one exchange"], check=True)[0]
     assert tok.decode([t for t, x in zip(ids, labels) if x != IGNORE]).endswith("In short: 7.<|return|>")
 
 
@@ -155,7 +156,7 @@ def test_no_closing_after_the_final_reply(ft, corpus_tokenizer):
     chat goes on (<|im_end|>), so the model still learns to stop."""
     tok = corpus_tokenizer("qwen1_5")
     fmt = detect_chat_format(tok)
-    ids, labels = ft.tokenize_conversation(tok, fmt, CONVERSATIONS["one exchange"], check=True)[0]
+    ids, labels = examples.tokenize_conversation(tok, fmt, CONVERSATIONS["one exchange"], check=True)[0]
     assert tok.decode(ids).endswith("In short: 7.<|im_end|>")
     assert tok.decode([t for t, x in zip(ids, labels) if x != IGNORE]) == "In short: 7.<|im_end|>"
 
@@ -165,7 +166,7 @@ def trained_without_thinking(ft, tok) -> tuple[str, str]:
     fmt = detect_chat_format(tok, {"enable_thinking": False})
     messages = CONVERSATIONS["one exchange"]
     check_conversation(ft, tok, fmt, messages)
-    ids, labels = ft.tokenize_conversation(tok, fmt, messages)[0]
+    ids, labels = examples.tokenize_conversation(tok, fmt, messages)[0]
     return tok.decode([t for t, x in zip(ids, labels) if x != IGNORE]), tok.decode(ids)
 
 
@@ -174,7 +175,7 @@ def test_template_kwargs_reach_every_rendering(ft, corpus_tokenizer):
     the reply and its closing are trained."""
     tok = corpus_tokenizer("qwen3")
     assert trained_without_thinking(ft, tok)[0] == "In short: 7.<|im_end|>"
-    ids, labels = ft.tokenize_conversation(tok, detect_chat_format(tok), CONVERSATIONS["one exchange"])[0]
+    ids, labels = examples.tokenize_conversation(tok, detect_chat_format(tok), CONVERSATIONS["one exchange"])[0]
     assert tok.decode([t for t, x in zip(ids, labels) if x != IGNORE]).startswith("<think>")
 
 
@@ -244,8 +245,8 @@ def test_agrees_with_trl_generation_tagged_templates(ft, corpus_tokenizer, name)
     compared = 0
     for messages in CONVERSATIONS.values():
         folded = fold_system([dict(m) for m in messages], fmt)
-        examples = ft.tokenize_conversation(tok, fmt, messages)
-        for ids, labels in examples:
+        rows = examples.tokenize_conversation(tok, fmt, messages)
+        for ids, labels in rows:
             ref = tok.apply_chat_template(folded, chat_template=reference, tokenize=True, return_dict=True,
                                           return_assistant_tokens_mask=True)
             if ref["input_ids"][:len(ids)] != ids:
@@ -258,7 +259,7 @@ def test_agrees_with_trl_generation_tagged_templates(ft, corpus_tokenizer, name)
             first = ours.index(True)
             for run in runs(extra):
                 text = tok.decode([ids[k] for k in run])
-                if len(examples) > 1 and not any(ours[run[0]:]) or (len(examples) > 1 and run[-1] + 1 < first
+                if len(rows) > 1 and not any(ours[run[0]:]) or (len(rows) > 1 and run[-1] + 1 < first
                                                                       and not ours[run[-1] + 1]):
                     continue  # an earlier reply this split example holds as context: trained in its own example
                 if run[0] > 0 and ours[run[0] - 1]:  # after our closing: whitespace and control tokens only

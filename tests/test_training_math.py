@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import run_script
+from multiturn import chat_format, control_tokens, errors, examples, library_patches, model_setup
 
 IGNORE = -100
 
@@ -60,9 +61,9 @@ CONVS_GA = [
 
 def prepared_examples(ft, tokenizer, conversations, max_seq_length=256):
     """(input_ids, labels) per example, exactly as the script prepares them."""
-    fmt = ft.detect_chat_format(tokenizer)
+    fmt = chat_format.detect_chat_format(tokenizer)
     cfg = dict(ft.CONFIG, MAX_SEQ_LENGTH=max_seq_length, NUM_PROC=1)
-    dataset, _ = ft.prepare_dataset(conversations, tokenizer, fmt, cfg, "train")
+    dataset, _ = examples.prepare_dataset(conversations, tokenizer, fmt, cfg, "train")
     return [(list(r["input_ids"]), list(r["labels"])) for r in dataset]
 
 
@@ -422,7 +423,7 @@ def test_fused_loss_equals_full_logits_cross_entropy(ft, request, tokenizer, pai
         for module, names in ((kernel, ["TOKEN_CHUNK_SIZE"]), (trl_utils, ["_CHUNKED_LOGPROB_CHUNK_SIZE", "_use_triton"])):
             for attr in names:
                 monkeypatch.setattr(module, attr, getattr(module, attr))  # restored after the test
-        ft.lean_cpu_lm_head()
+        library_patches.lean_cpu_lm_head()
         fused = trl_utils._ChunkedLogProbFunction
 
         class Recording:
@@ -498,7 +499,7 @@ def test_trained_rows_get_their_gradient_without_the_heads(ft, request, tokenize
     config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
                         trainable_token_indices=[end_of_turn])
     model = get_peft_model(base, config)
-    head = ft.head_with_trained_rows(model)
+    head = library_patches.head_with_trained_rows(model)
     batch = collate(tokenizer, pair, padding_free=False)
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}
     assert (inputs["labels"] == end_of_turn).sum() >= 3  # the row is a target, as well as in the context
@@ -517,7 +518,7 @@ def test_trained_rows_get_their_gradient_without_the_heads(ft, request, tokenize
 
     want_loss, want = loss_and_grads()
     original = trl_utils._ChunkedLogProbFunction
-    with ft.row_gradients_only(head):
+    with library_patches.row_gradients_only(head):
         assert trl_utils._ChunkedLogProbFunction is not original
         got_loss, got = loss_and_grads()
     assert trl_utils._ChunkedLogProbFunction is original
@@ -695,13 +696,13 @@ def test_load_in_4bit_is_refused_without_cuda(script_runs):
 
 
 def test_quantization_problems_are_named(ft):
-    assert "CUDA GPU" in ft.quantization_problem(cuda=False)
+    assert "CUDA GPU" in model_setup.quantization_problem(cuda=False)
     import importlib.util
 
     if importlib.util.find_spec("bitsandbytes") is None:  # as on this CPU machine: requirements-gpu.txt brings it
-        assert "requirements-gpu.txt" in ft.quantization_problem(cuda=True)
+        assert "requirements-gpu.txt" in model_setup.quantization_problem(cuda=True)
     else:
-        assert ft.quantization_problem(cuda=True) is None
+        assert model_setup.quantization_problem(cuda=True) is None
 
 
 def test_choose_attention_never_picks_sdpa_with_softcapping(ft, tokenizer, monkeypatch):
@@ -709,18 +710,18 @@ def test_choose_attention_never_picks_sdpa_with_softcapping(ft, tokenizer, monke
     for flash in (False, True):
         monkeypatch.setattr(ft, "_flash_attn_ok", lambda flash=flash: flash)
         for cuda in (False, True):
-            attn, why = ft.choose_attention(gemma2_config, "auto", cuda)
+            attn, why = model_setup.choose_attention(gemma2_config, "auto", cuda)
             assert attn != "sdpa" and why
             assert attn == ("flash_attention_2" if cuda and flash else "flex_attention" if cuda else "eager")
-    with pytest.raises(ft.UserError, match="softcapping"):
-        ft.choose_attention(gemma2_config, "sdpa", True)
+    with pytest.raises(errors.UserError, match="softcapping"):
+        model_setup.choose_attention(gemma2_config, "sdpa", True)
     for requested in ("eager", "flex_attention", "flash_attention_2"):
-        assert ft.choose_attention(gemma2_config, requested, True)[0] == requested
+        assert model_setup.choose_attention(gemma2_config, requested, True)[0] == requested
     # a model without softcapping may use SDPA
     no_softcap = tiny_gemma2_config(tokenizer)
     no_softcap.attn_logit_softcapping = None
     monkeypatch.setattr(ft, "_flash_attn_ok", lambda: False)
-    assert ft.choose_attention(no_softcap, "auto", False)[0] == "sdpa"
+    assert model_setup.choose_attention(no_softcap, "auto", False)[0] == "sdpa"
 
 
 def test_flex_attention_is_not_chosen_where_its_backward_cannot_compile(ft, tokenizer, monkeypatch):
@@ -731,16 +732,16 @@ def test_flex_attention_is_not_chosen_where_its_backward_cannot_compile(ft, toke
     monkeypatch.setattr(ft, "_flash_attn_ok", lambda: False)
     for kib, expected in ((99, "eager"), (163, "flex_attention"), (227, "flex_attention"), (None, "flex_attention")):
         monkeypatch.setattr(ft, "_shared_memory_per_block", lambda kib=kib: kib and kib * 1024)
-        attn, why = ft.choose_attention(gemma2_9b_heads, "auto", True)
+        attn, why = model_setup.choose_attention(gemma2_9b_heads, "auto", True)
         assert attn == expected, (kib, attn, why)
         if attn == "eager":
             assert "99 KiB" in why and "flash-attn" in why
     # small heads fit everywhere; flash-attn, when installed, comes first; an explicit choice is kept
     monkeypatch.setattr(ft, "_shared_memory_per_block", lambda: 99 * 1024)
-    assert ft.choose_attention(tiny_gemma2_config(tokenizer), "auto", True)[0] == "flex_attention"
-    assert ft.choose_attention(gemma2_9b_heads, "flex_attention", True)[0] == "flex_attention"
+    assert model_setup.choose_attention(tiny_gemma2_config(tokenizer), "auto", True)[0] == "flex_attention"
+    assert model_setup.choose_attention(gemma2_9b_heads, "flex_attention", True)[0] == "flex_attention"
     monkeypatch.setattr(ft, "_flash_attn_ok", lambda: True)
-    assert ft.choose_attention(gemma2_9b_heads, "auto", True)[0] == "flash_attention_2"
+    assert model_setup.choose_attention(gemma2_9b_heads, "auto", True)[0] == "flash_attention_2"
 
 
 @pytest.mark.parametrize("setting,probability,expected", [
@@ -760,11 +761,11 @@ def test_untied_head_trains_no_rows_and_says_why(ft, tokenizer, setting, probabi
     torch.manual_seed(0)
     model = Gemma2ForCausalLM(config).eval()
     assert model.get_output_embeddings().weight.data_ptr() != model.get_input_embeddings().weight.data_ptr()
-    fmt = ft.detect_chat_format(tokenizer)
-    train_set, _ = ft.prepare_dataset([CONV_A, CONV_B], tokenizer, fmt, dict(ft.CONFIG, NUM_PROC=1), "train")
+    fmt = chat_format.detect_chat_format(tokenizer)
+    train_set, _ = examples.prepare_dataset([CONV_A, CONV_B], tokenizer, fmt, dict(ft.CONFIG, NUM_PROC=1), "train")
     if probability is not None:
         monkeypatch.setattr(ft, "token_probabilities", lambda model, dataset, ids: {t: probability for t in ids})
     lines = []
     cfg = dict(ft.CONFIG, TRAIN_CONTROL_TOKENS=setting)
-    assert ft.control_tokens_to_train(model, tokenizer, train_set, cfg, PartialState(), lines.append) == {}
+    assert control_tokens.control_tokens_to_train(model, tokenizer, train_set, cfg, PartialState(), lines.append) == {}
     assert [line[:len(expected)] for line in lines] == ([expected] if expected else [])

@@ -22,17 +22,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import UserError
+
 _SENTINEL = "\ue000{}\ue001"  # private-use characters: never in real text, never touched by a template
 _SENTINEL_RE = re.compile("\ue000(\\d+)\ue001")
 _REASONING = 1_000_000  # sentinel numbers from here on stand for a message's reasoning: message n - _REASONING
 REASONING_FIELDS = ("reasoning_content", "reasoning", "thinking")  # where templates read an assistant's reasoning
 _TEMPLATE_KEYS = {"role", "content", "tool_calls", "tool_call_id", "name", *REASONING_FIELDS}
 _CACHE_LIMIT = 50_000  # entries per cache: agent data makes almost every conversation's shape new
-
-
-class UserError(Exception):
-    """A problem the user can fix (bad data, bad setting, a template that cannot render the data).
-    The scripts print it as one ERROR line, without a traceback."""
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from collections import Counter
 
 import numpy as np
 
-from chat_format import UserError
+from .errors import UserError
 
 IGNORE_INDEX = -100  # label of a token that does not count in the loss
 

@@ -1,0 +1,1 @@
+"""The machinery of scripts/multi_turn_finetuning.py, one module per concern (README.md: "Where things are")."""

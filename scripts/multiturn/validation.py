@@ -1,0 +1,397 @@
+"""Validating and repairing conversations before anything heavy loads: roles, contents, tool calls and results; one
+report of a data file's problems, each kind once."""
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from .chat_format import split_inline_reasoning
+from .data import ROLE_ALIASES, read_conversations
+from .errors import UserError
+
+
+def _json(value, what: str, where: str):
+    """A JSON-encoded string decoded (tools, tool calls and arguments are often stored so); other values as they are."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as error:
+        raise UserError(f"{where}: {what} is not valid JSON ({error.msg} at character {error.pos}): "
+                        f"{value[:80]!r}") from None
+
+
+def validate_tool_calls(value, where: str) -> list[dict]:
+    """Tool calls in transformers' form: [{"type": "function", "function": {"name", "arguments": {...}}, "id"?}].
+    Accepted as given there, flat ({"name", "arguments"}), JSON-encoded, or one call alone."""
+    calls = _json(value, "tool_calls", where)
+    calls = [calls] if isinstance(calls, dict) else calls
+    if not isinstance(calls, list) or not calls:
+        raise UserError(f"{where}: tool_calls must be a non-empty list of calls, found {json.dumps(value)[:80]}")
+    out = []
+    for k, call in enumerate(calls):
+        here = f"{where}, tool call {k}"
+        function = call.get("function", call) if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            raise UserError(f"{here}: expected {{\"type\": \"function\", \"function\": {{\"name\": ..., "
+                            f"\"arguments\": {{...}}}}}}, found {json.dumps(call)[:80]}")
+        name = function.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise UserError(f"{here}: the call has no function name (\"function\": {{\"name\": ...}})")
+        arguments = function.get("arguments", function.get("parameters"))
+        arguments = {} if arguments is None else _json(arguments, f"the arguments of {name!r}", here)
+        if not isinstance(arguments, dict):
+            raise UserError(f"{here}: the arguments of {name!r} must be a JSON object, found {json.dumps(arguments)[:80]}")
+        normal = {"type": "function", "function": {"name": name, "arguments": arguments}}
+        if isinstance(call, dict) and call.get("id") is not None:
+            normal["id"] = str(call["id"])
+        out.append(normal)
+    return out
+
+
+def validate_tools(value, where: str) -> list[dict]:
+    """A conversation's tool definitions (JSON schema), as transformers passes them: [{"type": "function",
+    "function": {"name", "description", "parameters"}}]; flat definitions ({"name", ...}) are wrapped so."""
+    tools = _json(value, "tools", where)
+    if not isinstance(tools, list):
+        raise UserError(f"{where}: tools must be a list of function definitions, found {type(tools).__name__}")
+    out = []
+    for k, tool in enumerate(tools):
+        function = tool.get("function", tool) if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
+            raise UserError(f"{where}: tool {k} has no name; expected {{\"type\": \"function\", \"function\": "
+                            f"{{\"name\": ..., \"description\": ..., \"parameters\": {{...}}}}}}")
+        out.append(tool if "function" in tool else {"type": "function", "function": tool})
+    return out
+
+
+class UnknownRole(UserError):
+    """A message of a role that neither the built-in names nor ROLE_MAP know."""
+
+    def __init__(self, message: str, role):
+        super().__init__(message)
+        self.role = role
+
+
+class LeftOut(Exception):
+    """A conversation holding a role that ROLE_MAP maps to None: left out, counted."""
+
+    def __init__(self, role: str):
+        super().__init__(role)
+        self.role = role
+
+
+def validate_message(message, where: str, role_map: dict | None = None, mapped: dict | None = None) -> dict:
+    """Check one raw message and return it in our form: {"role", "content", "train"}, and where given "reasoning"
+    (from reasoning_content, reasoning or thinking), "tool_calls", "tool_call_id", "name", and on the first
+    message "tools". Raise UserError naming the place. Missing fields may be null (Parquet and datasets rows
+    carry every field of every message)."""
+    if not isinstance(message, dict):
+        raise UserError(f"{where}: expected an object with 'role' and 'content', found {type(message).__name__}")
+    message = {k: v for k, v in message.items() if v is not None}
+    role_map, mapped = role_map or {}, {} if mapped is None else mapped
+    out = {}
+    if "from" in message and "role" not in message:  # ShareGPT
+        if "value" not in message:
+            raise UserError(f"{where}: missing 'value'; each ShareGPT message needs 'from' and 'value'")
+        role, content = message["from"], message["value"]
+        if role == "function_call":  # LLaMA-Factory: the value is the call(s) as JSON
+            out["tool_calls"], content = validate_tool_calls(content, where), ""
+    elif "role" not in message or ("content" not in message and "tool_calls" not in message):
+        missing = [k for k in ("role", "content") if k not in message]
+        raise UserError(f"{where}: missing {' and '.join(repr(k) for k in missing)}; each message needs both")
+    else:
+        role, content = message["role"], message.get("content", "")
+    if isinstance(role, str) and role in role_map:
+        if role_map[role] is None:
+            raise LeftOut(role)
+        mapped[role] = role_map[role]
+        role = role_map[role]
+    if not isinstance(role, str) or role not in ROLE_ALIASES:
+        raise UnknownRole(f"{where}: unknown role {role!r}; expected 'user', 'assistant', 'system' or 'tool' "
+                          "(or set ROLE_MAP)", role)
+    role = ROLE_ALIASES[role]
+    if role == "tool" and isinstance(content, (dict, list)):  # a structured result: the model reads it as JSON
+        content = json.dumps(content, ensure_ascii=False)
+    if not isinstance(content, str):
+        raise UserError(f"{where}: content must be a string, found {type(content).__name__}")
+    train = message.get("train", True)
+    if not isinstance(train, bool):
+        raise UserError(f"{where}: 'train' must be true or false, found {train!r}")
+    out.update(role=role, content=content, train=train)
+    if message.get("tool_calls") not in (None, []):
+        if role != "assistant":
+            raise UserError(f"{where}: only an assistant message can carry tool_calls (this one is {role!r})")
+        out["tool_calls"] = validate_tool_calls(message["tool_calls"], where)
+    reasoning = next((message[k] for k in ("reasoning_content", "reasoning", "thinking") if message.get(k)), None)
+    if reasoning is not None:
+        if role != "assistant" or not isinstance(reasoning, str):
+            raise UserError(f"{where}: reasoning must be a string on an assistant message")
+        out["reasoning"] = reasoning
+    if role == "tool":
+        for k in ("tool_call_id", "name"):
+            if k in message:
+                out[k] = str(message[k])
+    if "tools" in message:
+        out["tools"] = validate_tools(message["tools"], where)
+    return out
+
+
+def conversation_tools(messages: list[dict]):
+    """A conversation's tool definitions: they travel on its first message (see record_messages)."""
+    return messages[0].get("tools") if messages else None
+
+
+def clean_conversations(raw, path: str, strict: bool, kept: list | None = None) -> tuple[list[list[dict]], Counter]:
+    """Validate every conversation; fix or skip the soft problems and count them (see clean_conversation).
+    `kept`, if given, receives the index in `raw` of each conversation kept."""
+    problems = Counter()
+    cleaned = []
+    for i, conversation in enumerate(raw):
+        out = clean_conversation(conversation, f"{path}: conversation {i}", strict, problems)
+        if out is not None:
+            cleaned.append(out)
+            if kept is not None:
+                kept.append(i)
+    return cleaned, problems
+
+
+def clean_conversation(conversation: list, at: str, strict: bool, problems: Counter, role_map: dict | None = None,
+                       places: dict | None = None) -> list[dict] | None:
+    """One conversation validated and repaired, or None where nothing is left to train; soft problems counted.
+
+    Structural problems raise UserError naming the message. Soft ones are repaired as a user would expect:
+    consecutive messages of one role are merged with a blank line, a leading assistant message and trailing
+    user or tool messages are dropped, an empty assistant reply stays as context but is not trained, a
+    conversation with nothing left to train is skipped, and tool calls no result answers are counted. With
+    strict=True each of these is an error.
+    """
+    def soft(kind: str, where: str):
+        if strict:
+            raise UserError(f"{where}: {kind} (STRICT is on; fix the data or set --strict=False)")
+        problems[kind] += 1
+        if places is not None and len(places.setdefault(kind, [])) < REPORT_PLACES:
+            places[kind].append(where)
+
+    mapped = {}
+    try:
+        messages = [validate_message(m, f"{at}, message {j}", role_map, mapped) for j, m in enumerate(conversation)]
+    except LeftOut as left:
+        problems[f"conversations left out: role {left.role!r} (ROLE_MAP)"] += 1
+        return None
+    for name, target in mapped.items():
+        problems[f"conversations with role {name!r} read as {target!r} (ROLE_MAP)"] += 1
+    tools = next((m.pop("tools") for m in messages if "tools" in m), None)
+    for j, m in enumerate(messages):
+        if m["role"] == "system" and j > 0:
+            raise UserError(f"{at}, message {j}: a system message may only come first")
+    system = messages[:1] if messages and messages[0]["role"] == "system" else []
+    turns, numbers = [], []  # the cleaned messages, and where each came from (for the messages to fix)
+    for j, m in enumerate(messages[len(system):], len(system)):
+        previous = turns[-1] if turns else None
+        if previous and previous["role"] == m["role"] and m["role"] != "tool":
+            if previous.get("tool_calls") or m.get("reasoning"):
+                raise UserError(f"{at}, message {j}: two {m['role']} messages in a row that cannot be merged "
+                                "(the first carries tool calls, or the second reasoning): a tool result must "
+                                "answer the calls, or the two belong in one message")
+            soft("consecutive messages of one role merged", f"{at}, message {j}")
+            turns[-1] = dict(previous, content=previous["content"] + "\n\n" + m["content"],
+                             train=previous["train"] and m["train"],
+                             **({"tool_calls": m["tool_calls"]} if "tool_calls" in m else {}))
+        else:
+            turns.append(dict(m))
+            numbers.append(j)
+    check_tool_results(turns, numbers, at, soft)
+    if turns and turns[0]["role"] == "assistant":
+        soft("leading assistant message dropped", f"{at}, message {numbers[0]}")
+        turns, numbers = turns[1:], numbers[1:]
+    while turns and turns[-1]["role"] in ("user", "tool"):
+        soft(f"trailing {turns[-1]['role']} message dropped", f"{at}, message {numbers[-1]}")
+        turns, numbers = turns[:-1], numbers[:-1]
+    for m in turns:
+        if m["role"] == "assistant" and m["train"] and not (
+                m["content"].strip() or m.get("tool_calls") or (m.get("reasoning") or "").strip()):
+            soft("empty assistant reply kept as context, not trained", at)
+            m["train"] = False
+    if not any(m["role"] == "assistant" and m["train"] for m in turns):
+        soft("conversation skipped: no assistant reply to train", at)
+        return None
+    if turns and turns[0]["role"] == "tool":
+        raise UserError(f"{at}, message {numbers[0]}: a tool result must follow the assistant message that "
+                        "called the tool")
+    out = system + turns
+    if tools:
+        out[0] = dict(out[0], tools=tools)
+    return out
+
+
+def check_tool_results(turns: list[dict], numbers: list[int], at: str, soft) -> None:
+    """Every tool result answers a call of the assistant message before it (by tool_call_id where both have
+    ids); a call that no result answers is a soft problem (a trajectory cut short)."""
+    calls, answered = [], 0
+    for m, j in zip(turns, numbers):
+        if m["role"] == "tool":
+            if not calls:
+                raise UserError(f"{at}, message {j}: a tool result with no tool call before it; it must follow "
+                                "an assistant message with tool_calls (or other results of those calls)")
+            if answered == len(calls):
+                raise UserError(f"{at}, message {j}: more tool results than the {len(calls)} call(s) of the "
+                                "assistant message before them")
+            ids = [c.get("id") for c in calls]
+            if m.get("tool_call_id") and any(ids) and m["tool_call_id"] not in ids:
+                raise UserError(f"{at}, message {j}: tool_call_id {m['tool_call_id']!r} answers none of the calls "
+                                f"before it (ids {', '.join(map(repr, filter(None, ids)))})")
+            answered += 1
+            continue
+        if answered < len(calls):
+            soft("tool calls no result answers", f"{at}, message {j}")
+        calls, answered = (m.get("tool_calls") or [], 0) if m["role"] == "assistant" else ([], 0)
+    if answered < len(calls):
+        soft("tool calls no result answers", f"{at}, message {numbers[-1]}")
+
+
+def conversation_features(messages: list[dict]) -> Counter:
+    """What a conversation holds beyond plain chat, for the summary and for checking that the template can render
+    it. Keys starting with "_" are for that check only."""
+    found = Counter()
+    found["conversations with tool definitions"] += bool(conversation_tools(messages))
+    for m in messages:
+        found["assistant messages with tool calls"] += bool(m.get("tool_calls"))
+        found["tool results (context, never trained)"] += m["role"] == "tool"
+        apart = bool((m.get("reasoning") or "").strip())
+        found["_reasoning given apart"] += apart
+        found["assistant messages with reasoning"] += apart or split_inline_reasoning(m) is not m  # inline
+    return found
+
+
+@dataclass
+class Data:
+    """A data source validated: its conversations (None where this process does not keep them), its counts."""
+
+    conversations: object  # datasets.Dataset of "conversation" (JSON) and "source" (for error messages), on disk
+    found: str  # the format found, for the summary
+    read: int  # conversations read
+    kept: int  # conversations kept
+    problems: Counter  # soft problems repaired
+    features: Counter  # conversation_features, summed
+
+
+def validate_data(path: str, strict: bool, folder: Path | None, name: str, log, role_map: dict | None = None) -> Data:
+    """Read, validate and repair a data source one conversation at a time, writing what is kept to an Arrow file
+    in `folder` (memory-mapped back, as `datasets` does): peak memory depends on the batch, not the data size.
+    The whole source is read before any problem stops the run: one report names each kind of problem once, with
+    its count and first places (data_report); under STRICT the soft ones too. ROLE_MAP reads the data's own roles.
+    Without a folder (processes other than the main one) nothing is kept: the errors and counts are the same."""
+    from datasets import Dataset, Features, Value
+    from datasets.arrow_writer import ArrowWriter
+
+    conversations, found = read_conversations(path)
+    problems, features, read, kept = Counter(), Counter(), 0, 0
+    writer = None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        writer = ArrowWriter(features=Features({"conversation": Value("string"), "source": Value("string")}),
+                             path=str(folder / f"{name}-conversations.arrow"), writer_batch_size=1000)
+    start = time.time()
+    errors, places = {}, {}  # hard problems: kind -> (count, first places); soft ones' first places
+    for i, raw in enumerate(conversations):
+        read += 1
+        where = f"{path}: conversation {i}"
+        try:
+            messages = clean_conversation(raw, where, False, problems, role_map, places)
+        except UserError as error:  # read on: every problem of the file is reported at once
+            note_error(errors, error, where)
+            messages = None
+        if read % 200_000 == 0:
+            log(f"validated {read:,} conversations of {path} ({read / (time.time() - start):,.0f}/s)")
+        if messages is None:
+            continue
+        kept += 1
+        features.update(conversation_features(messages))
+        if writer is not None:
+            writer.write({"conversation": json.dumps(messages), "source": where})
+    if writer is not None:
+        writer.finalize()
+        writer.close()
+    if errors:
+        raise UserError(data_report(path, errors, "problems that stop the run (the first of each conversation)"))
+    soft_places = {k: v for k, v in places.items() if "(ROLE_MAP)" not in k}
+    if strict and soft_places:
+        raise UserError(data_report(path, {k: (problems[k], v) for k, v in soft_places.items()},
+                                    "soft problems (STRICT is on; fix the data or set --strict=False)"))  # noqa: E501
+    dataset = Dataset.from_file(str(folder / f"{name}-conversations.arrow")) if writer is not None else None
+    return Data(dataset, found, read, kept, problems, +features)
+
+
+REPORT_PLACES = 3  # places named for each kind of problem
+
+
+REPORT_KINDS = 20  # kinds of problem listed before the report stops
+
+
+def note_error(errors: dict, error: UserError, where: str) -> None:
+    """Count a conversation's hard problem under its kind (its message without the place), keeping the first places.
+    Unknown roles are one kind per role."""
+    text = str(error)
+    detail = text[len(where):].lstrip(",") if text.startswith(where) else text
+    place, _, kind = detail.partition(": ") if detail.startswith(" message") else ("", "", detail.lstrip(": "))
+    kind = f"unknown role {error.role!r}" if isinstance(error, UnknownRole) else kind
+    count, first = errors.get(kind, (0, []))
+    if len(first) < REPORT_PLACES:
+        first = first + [where + ("," + place if place else "")]
+    errors[kind] = (count + 1, first)
+
+
+def data_report(path: str, problems: dict, what: str) -> str:
+    """One report of a file's problems: each kind once, with its count and first places, at most REPORT_KINDS kinds;
+    unknown roles together, with the ROLE_MAP that would read them."""
+    roles = {k: v for k, v in problems.items() if k.startswith("unknown role ")}
+    lines = []
+    if roles:
+        listed = ", ".join(f"{k[len('unknown role '):]} ({n} conversation{'s' * (n != 1)}, first: {first[0]})"
+                           for k, (n, first) in sorted(roles.items(), key=lambda kv: -kv[1][0]))
+        example = ", ".join(f"{k[len('unknown role '):]}: 'assistant'" for k in list(roles)[:3])
+        lines.append(f"unknown role{'s' * (len(roles) > 1)} {listed}; expected 'user', 'assistant', 'system' or "
+                     "'tool': map each with ROLE_MAP to one of them, or to None to leave out the conversations "
+                     f"holding it, e.g. --role_map=\"{{{example}}}\"")
+    others = sorted(((k, v) for k, v in problems.items() if k not in roles), key=lambda kv: -kv[1][0])
+    for kind, (count, first) in others[:REPORT_KINDS - bool(roles)]:
+        also = f"; also {'; '.join(first[1:])}" if len(first) > 1 else ""
+        lines.append(f"{first[0]}: {kind} ({count} in all{also})")
+    if len(others) > REPORT_KINDS - bool(roles):
+        lines.append(f"... and {len(others) - REPORT_KINDS + bool(roles)} more kinds")
+    total = sum(n for n, _ in problems.values())
+    return (f"{path}: {total} conversation{'s' * (total != 1)} with {what}, of {len(problems)} "
+            f"kind{'s' * (len(problems) != 1)} (the whole file was read):\n"
+            + "\n".join("  " + line for line in lines))
+
+
+def read_train_and_eval(cfg: dict, run_dir: Path, folder: Path | None, log) -> tuple[Data, Data | None]:
+    """The training data and the evaluation data (EVAL_DATA_PATH, or EVAL_FRACTION of whole conversations held
+    out), validated. The main process keeps what it validated in Arrow files in `folder` (memory-mapped: memory
+    does not grow with the data); the others validate alike, for the same errors, and keep nothing."""
+    import random
+
+    from .run_folder import removed_on_error
+
+    with removed_on_error(run_dir, folder):
+        train = validate_data(cfg["DATA_PATH"], cfg["STRICT"], folder, "train", log, cfg["ROLE_MAP"])
+    evaluation = None
+    if cfg["EVAL_DATA_PATH"]:
+        with removed_on_error(run_dir, folder):
+            evaluation = validate_data(cfg["EVAL_DATA_PATH"], cfg["STRICT"], folder, "eval", log, cfg["ROLE_MAP"])
+    elif cfg["EVAL_FRACTION"] > 0 and train.kept:
+        order = list(range(train.kept))
+        random.Random(cfg["SEED"]).shuffle(order)
+        held = set(order[:max(1, round(cfg["EVAL_FRACTION"] * train.kept))])
+        split = {part: [i for i in range(train.kept) if (i in held) == (part == "eval")] for part in ("train", "eval")}
+        evaluation = Data(None, train.found, len(held), len(held), Counter(), Counter())
+        if train.conversations is not None:
+            evaluation.conversations = train.conversations.select(split["eval"])
+            train.conversations = train.conversations.select(split["train"])
+        train.kept -= len(held)
+    if not train.kept:
+        raise UserError(f"{cfg['DATA_PATH']}: no conversation is left to train on after validation")
+    return train, evaluation
