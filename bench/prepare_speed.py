@@ -152,12 +152,12 @@ def cpu_seconds() -> float:
 
 def prepare_ours(ft, conversations, tokenizer, max_len: int):
     """The script's own path: validate, detect the markers, tokenize and mask. Returns (dataset, timings)."""
-    from multiturn import chat_format, examples, validation  # the package beside the script load_script read
+    from multiturn import examples, template_probes, validation  # the package beside the script load_script read
 
     t0 = time.perf_counter()
     cleaned, problems = validation.clean_conversations(conversations, "bench", strict=False)
     t1 = time.perf_counter()
-    fmt = chat_format.detect_chat_format(tokenizer)
+    fmt = template_probes.detect_chat_format(tokenizer)
     cfg = dict(ft.CONFIG, MAX_SEQ_LENGTH=max_len)
     t2, c2 = time.perf_counter(), cpu_seconds()
     dataset, stats = examples.prepare_dataset(cleaned, tokenizer, fmt, cfg, "bench")

@@ -38,14 +38,14 @@ def main():
     from transformers import AutoTokenizer
 
     ft = load_script()
-    from multiturn import chat_format, examples, validation
+    from multiturn import examples, template_probes, validation
     base = AutoTokenizer.from_pretrained(ROOT / "models" / "gemma-3-270m")
     conversations, _ = validation.clean_conversations(synthesise(args.n, args.seed), "bench", strict=False)
     cfg = dict(ft.CONFIG, MAX_SEQ_LENGTH=8192)
     results = {}
     for name in ("qwen2_5", "qwen3"):
         tokenizer = template_tokenizer(base, name)
-        fmt = chat_format.detect_chat_format(tokenizer)
+        fmt = template_probes.detect_chat_format(tokenizer)
         start = time.perf_counter()
         dataset, stats = examples.prepare_dataset(conversations, tokenizer, fmt, cfg, name)
         seconds = time.perf_counter() - start

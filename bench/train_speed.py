@@ -27,7 +27,8 @@ of each example's tokens are assistant replies and trained, the rest labelled -1
              choose it.
 
 All use the script's own LoRA config, 4-bit config and optimizer settings (by default LoRA r=16,
-alpha 32, dropout 0.05 on all linear layers; AdamW, fused on CUDA; gradient clipping at 1.0), bf16 autocast on bf16 weights, exactly as the script's SFTTrainer run: the model
+alpha 32, dropout 0.05 on all linear layers; AdamW, fused on CUDA; gradient clipping at 1.0), bf16 autocast on bf16
+weights, exactly as the script's SFTTrainer run: the model
 is patched with TRL's fused LM head before PEFT wraps it, input gradients are enabled for
 checkpointing, QLoRA adapters are cast to bf16, and the loss of a micro-batch is the sum of its
 trained tokens' losses over the trained tokens of the whole optimizer step (SFTTrainer with

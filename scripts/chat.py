@@ -31,7 +31,9 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the package beside this file: scripts/multiturn/
-from multiturn.chat_format import detect_chat_format, prompt_text  # noqa: E402  (the same rendering as training)
+from multiturn.chat_format import prompt_text  # noqa: E402  (the same rendering as training)
+from multiturn.template_probes import detect_chat_format  # noqa: E402
+from multiturn import errors  # noqa: E402
 from multiturn.errors import UserError  # noqa: E402
 from multiturn.model_setup import (  # noqa: E402  (the model loaded as training loaded it)
     as_id_list, load_base, quantization_config, quantization_problem, run_tokenizer,
@@ -230,11 +232,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as error:
-        print(f"ERROR: {error}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:  # Ctrl-C while loading or during a --prompt reply
-        print(file=sys.stderr)
-        sys.exit(130)
+    errors.run(main)

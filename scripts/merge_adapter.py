@@ -27,6 +27,7 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the package beside this file: scripts/multiturn/
+from multiturn import errors  # noqa: E402
 from multiturn.errors import UserError  # noqa: E402
 from multiturn.model_setup import base_problem  # noqa: E402
 from multiturn.run_folder import trained_in_4bit  # noqa: E402
@@ -164,8 +165,4 @@ def main(argv=None) -> Path:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as error:
-        print(f"ERROR: {error}", file=sys.stderr)
-        sys.exit(2)
+    errors.run(main)

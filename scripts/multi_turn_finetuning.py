@@ -5,9 +5,12 @@
     python scripts/multi_turn_finetuning.py --model_name=models/gemma-3-270m --max_steps=30
     accelerate launch --config_file configs/accelerate/ddp.yaml scripts/multi_turn_finetuning.py
 
+    python scripts/multi_turn_finetuning.py --help                   # every setting, its default and meaning
+
 Every constant below can be overridden as --name=value (lower-case name, a Python literal; strings
-may be written bare). The path is one straight line: load data -> validate -> tokenizer -> find role
-markers -> tokenize and mask -> show what will be trained -> model -> LoRA -> train -> save.
+may be written bare) or --config=FILE.json. main() is the whole path, one call per phase: read and
+validate the data -> tokenizer and chat template -> tokenize and mask -> show what will be trained ->
+model and LoRA -> train -> save. Each phase lives in a module of scripts/multiturn/.
 """
 
 import json
@@ -17,10 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the package beside this file: scripts/multiturn/
 from multiturn import (  # noqa: E402  (light modules: nothing heavy loads before the data is validated)
-    control_tokens, examples, library_patches, model_setup, preview, replies, run_folder, settings, training,
+    control_tokens, errors, examples, library_patches, model_setup, preview, replies, run_folder, settings, training,
     validation,
 )
-from multiturn.errors import UserError  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------------
 # data
@@ -41,7 +43,7 @@ NUM_PROC = 0  # processes for data preparation; 0 = one per CPU core, at most 8
 MODEL_NAME = "google/gemma-2-9b-it"  # hub id or local folder
 CHAT_TEMPLATE = ""  # "" = the tokenizer's own; or a .jinja file (a base model without one, or to override it)
 CHAT_TEMPLATE_KWARGS = {}  # passed to every rendering, in training and chat, e.g. {"enable_thinking": False}
-ATTN_IMPLEMENTATION = "auto"  # "auto" picks the fastest exact kernel; or "flash_attention_2", "flex_attention", "sdpa", "eager"
+ATTN_IMPLEMENTATION = "auto"  # "auto": the fastest exact kernel; or "flash_attention_2", "flex_attention", "sdpa", "eager"
 PRECISION = "auto"  # "auto": bf16 on a CUDA GPU or a CPU with native bf16 (AVX512-BF16/AMX), else fp32; "bf16"/"fp32"
 LOAD_IN_4BIT = False  # QLoRA: NF4 weights with double quantisation, bf16 compute (CUDA + bitsandbytes only)
 GRADIENT_CHECKPOINTING = True  # recompute activations in the backward pass: much less memory, ~30% slower
@@ -148,8 +150,4 @@ def main(argv: list[str] | None = None) -> Path | None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as error:
-        print(f"ERROR: {error}", file=sys.stderr)
-        sys.exit(2)
+    errors.run(main)

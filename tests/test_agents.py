@@ -14,7 +14,7 @@ import json
 import pytest
 
 from agent_data import TOOLS, trajectory
-from multiturn.chat_format import detect_chat_format
+from multiturn.template_probes import detect_chat_format
 from conftest import run_script
 from template_corpus import TRL_TEMPLATES
 from template_corpus import trained_spans as spans
@@ -125,7 +125,8 @@ def test_reasoning_the_template_cannot_render_is_left_out_and_said_once(corpus_t
 def test_train_reasoning_false_keeps_it_as_context(ft, corpus_tokenizer):
     tok = corpus_tokenizer("qwen3")
     fmt = detect_chat_format(tok)
-    cleaned, _ = validation.clean_conversations([[dict(trajectory(True)[0], tools=TOOLS)] + trajectory(True)[1:]], "d", False)
+    first = dict(trajectory(True)[0], tools=TOOLS)
+    cleaned, _ = validation.clean_conversations([[first] + trajectory(True)[1:]], "d", False)
     messages = examples.for_template(cleaned[0], fmt)
     for train, expect in ((True, True), (False, False)):
         rows = examples.tokenize_conversation(tok, fmt, messages, True, TOOLS, train_reasoning=train)
@@ -268,7 +269,8 @@ def test_a_bad_row_of_a_dataset_is_named(ft, tmp_path):
             m["tool_calls"] = json.dumps(m.get("tool_calls")) if m.get("tool_calls") else None
     datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "e.parquet"))
     with pytest.raises(errors.UserError, match=r"e.parquet: conversation 1, message 5, tool call 0: the arguments"):
-        validation.clean_conversations(data.load_conversations(str(tmp_path / "e.parquet"))[0], f"{tmp_path}/e.parquet", False)
+        path = tmp_path / "e.parquet"
+        validation.clean_conversations(data.load_conversations(str(path))[0], str(path), False)
 
 
 def test_short_training_run_on_tool_data(small_model, tmp_path, agent_sources):

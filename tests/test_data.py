@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_script
-from multiturn import chat_format, data, errors, examples, validation
+from multiturn import data, errors, examples, template_probes, validation
 
 IGNORE = -100
 EOT = "<end_of_turn>"
@@ -41,7 +41,7 @@ def config(ft, **overrides):
 
 @pytest.fixture(scope="module")
 def fmt(ft, tokenizer):
-    return chat_format.detect_chat_format(tokenizer)
+    return template_probes.detect_chat_format(tokenizer)
 
 
 @pytest.fixture(scope="module")
@@ -692,7 +692,7 @@ def test_split_long_conversation(ft, tokenizer, fmt, long_conversation):
     assert len(rows) == 3
     assert stats == Counter({"conversations cut": 1, "extra examples from splitting": 2})
     opening = tokenizer(f"<bos><start_of_turn>user\n{SYSTEM['content']}\n\n", add_special_tokens=False)["input_ids"]
-    for ids, labels, index in rows:
+    for ids, _, index in rows:
         assert index == 0
         assert len(ids) <= max_len
         assert ids[:len(opening)] == opening  # BOS, then a user turn (holding the system text)

@@ -3,11 +3,13 @@ and the saved adapter loads with PEFT and answers in the learned pattern, stoppi
 
 import json
 import random
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from conftest import run_script
+from conftest import ROOT, run_script
 from multiturn import control_tokens, errors, examples, model_setup, replies, settings
 
 FAKE_TOKEN = "hf_notARealTokenButSecret123"
@@ -183,6 +185,33 @@ def test_bad_override_stops_without_traceback(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_help_lists_every_setting_with_its_default_and_comment(ft, tmp_path):
+    result = run_script("--help", f"--output_dir={tmp_path}", timeout=120)
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert text.startswith("Fine-tune a chat model") and not any(tmp_path.iterdir())
+    for name, default in ft.CONFIG.items():
+        assert f"  --{name.lower()}={default!r}\n" in text or text.endswith(f"  --{name.lower()}={default!r}"), name
+    for group in ("data", "model", "lora", "training", "output"):
+        assert f"\n{group}\n" in text, group
+    # a comment that runs on over two lines in the script is whole in the help
+    assert "None leaves out the conversations holding that role" in text
+    order = ("\n  --data_path=", "\nmodel\n", "\n  --model_name=", "\n  --lora_r=")
+    assert [text.index(s) for s in order] == sorted(text.index(s) for s in order)
+
+
+def test_nothing_heavy_loads_before_the_data_is_validated():
+    """The script and every module of its package import without torch, transformers, TRL, PEFT or datasets: a
+    data error is reported in a second, not after the libraries load."""
+    code = ("import sys, pkgutil, importlib; sys.path.insert(0, 'scripts'); import multi_turn_finetuning, multiturn; "
+            "[importlib.import_module('multiturn.' + m.name) for m in pkgutil.iter_modules(multiturn.__path__)]; "
+            "print(sorted(m for m in ('torch', 'transformers', 'trl', 'peft', 'datasets', 'accelerate') "
+            "if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", f"heavy modules imported at start: {result.stdout}"
+
+
 def test_hub_token_is_never_printed_or_saved(trained):
     run_dir, result = trained
     assert FAKE_TOKEN not in result.stdout + result.stderr
@@ -199,7 +228,7 @@ def test_control_token_row_is_trained_where_the_base_model_never_learned_it(ft, 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from multiturn.chat_format import detect_chat_format
+    from multiturn.template_probes import detect_chat_format
 
     run_dir, result = trained
     tokenizer = AutoTokenizer.from_pretrained(run_dir)
@@ -221,7 +250,7 @@ def test_replies_come_back_in_the_order_of_the_prompts(ft, small_model):
     """generate_replies batches prompts by length; each reply must still be the one its own prompt gets alone."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from multiturn.chat_format import detect_chat_format
+    from multiturn.template_probes import detect_chat_format
 
     tokenizer = AutoTokenizer.from_pretrained(small_model)
     fmt = detect_chat_format(tokenizer)

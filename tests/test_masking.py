@@ -13,7 +13,7 @@ import trl
 
 from conftest import ROOT, run_script
 from multiturn.chat_format import fold_system
-from multiturn import chat_format, examples
+from multiturn import examples, template_probes
 
 END = "<end_of_turn>"
 
@@ -73,7 +73,7 @@ def trained_spans(input_ids, labels):
 
 @pytest.fixture(scope="module")
 def fmt(ft, tokenizer):
-    return chat_format.detect_chat_format(tokenizer)
+    return template_probes.detect_chat_format(tokenizer)
 
 
 def prepare(ft, tokenizer, fmt, messages, train_on="all"):
@@ -181,7 +181,7 @@ def test_chatml_template_on_the_same_tokenizer(ft, chatml_tokenizer):
     """A template of another family: the header "<|im_start|>assistant\n" is several tokens, content is not
     stripped, system is native, and the closing is the control token <|im_end|> without the newline after it."""
     tok = chatml_tokenizer
-    fmt = chat_format.detect_chat_format(tok)
+    fmt = template_probes.detect_chat_format(tok)
     assert fmt.closing == "<|im_end|>" and fmt.system == "native" and not fmt.strip_roles
     messages = [{"role": "system", "content": "Be terse."}] + CONVERSATIONS["whitespace"]
     rows = examples.tokenize_conversation(tok, fmt, messages, check=True)
@@ -195,7 +195,7 @@ def test_reply_that_merges_with_the_header_is_trained_after_its_prompt(ft, chatm
     whole text's ids before the reply are not the prompt's ids at inference. The reply is then trained in a row of
     its own: exactly the prompt's ids, then the reply as the model generates it after them."""
     tok = chatml_tokenizer
-    fmt = chat_format.detect_chat_format(tok)
+    fmt = template_probes.detect_chat_format(tok)
     messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "\n\nreply after blank lines"}]
     prompt = tok.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)
     prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]

@@ -10,7 +10,8 @@ import re
 
 import pytest
 
-from multiturn.chat_format import detect_chat_format, prompt_messages, render
+from multiturn.chat_format import prompt_messages, render
+from multiturn.template_probes import detect_chat_format
 from real_tokenizers import REAL, build, original_encoder, sample_texts
 from template_corpus import trained_spans
 from multiturn import chat_format, examples, validation

@@ -12,7 +12,8 @@ import json
 
 import pytest
 
-from multiturn.chat_format import UserError, describe, detect_chat_format, fold_system, render
+from multiturn.chat_format import UserError, fold_system, render
+from multiturn.template_probes import describe, detect_chat_format
 from conftest import run_script
 from template_corpus import CORPUS, TRL_TEMPLATES
 from template_corpus import trained_spans as spans

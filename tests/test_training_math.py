@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import run_script
-from multiturn import chat_format, control_tokens, errors, examples, library_patches, model_setup
+from multiturn import control_tokens, errors, examples, library_patches, model_setup, template_probes
 
 IGNORE = -100
 
@@ -61,7 +61,7 @@ CONVS_GA = [
 
 def prepared_examples(ft, tokenizer, conversations, max_seq_length=256):
     """(input_ids, labels) per example, exactly as the script prepares them."""
-    fmt = chat_format.detect_chat_format(tokenizer)
+    fmt = template_probes.detect_chat_format(tokenizer)
     cfg = dict(ft.CONFIG, MAX_SEQ_LENGTH=max_seq_length, NUM_PROC=1)
     dataset, _ = examples.prepare_dataset(conversations, tokenizer, fmt, cfg, "train")
     return [(list(r["input_ids"]), list(r["labels"])) for r in dataset]
@@ -761,7 +761,7 @@ def test_untied_head_trains_no_rows_and_says_why(ft, tokenizer, setting, probabi
     torch.manual_seed(0)
     model = Gemma2ForCausalLM(config).eval()
     assert model.get_output_embeddings().weight.data_ptr() != model.get_input_embeddings().weight.data_ptr()
-    fmt = chat_format.detect_chat_format(tokenizer)
+    fmt = template_probes.detect_chat_format(tokenizer)
     train_set, _ = examples.prepare_dataset([CONV_A, CONV_B], tokenizer, fmt, dict(ft.CONFIG, NUM_PROC=1), "train")
     if probability is not None:
         monkeypatch.setattr(ft, "token_probabilities", lambda model, dataset, ids: {t: probability for t in ids})

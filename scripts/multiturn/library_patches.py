@@ -11,7 +11,8 @@ import inspect
 
 TRL_VERSION = "1.16.0"  # the version these replacements were written against (requirements.txt pins it)
 
-# (module, name, its signature then, less the return annotation; None for a constant): the private parts of TRL read or replaced here
+# the private parts of TRL read or replaced here: (module, name, its signature then, less the return annotation;
+# None for a constant)
 REPLACED = [
     ("trl.trainer.utils", "_use_triton", "(device: 'torch.device')"),
     ("trl.kernels.chunked_logprob", "_use_triton", "(device: 'torch.device')"),

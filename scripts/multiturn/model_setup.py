@@ -143,7 +143,7 @@ def tokenizer_and_format(cfg: dict, log) -> tuple:
     that template does, read off probe renderings and said in a few lines."""
     from transformers import AutoTokenizer
 
-    from .chat_format import describe, detect_chat_format, load_chat_template
+    from .template_probes import describe, detect_chat_format, load_chat_template
 
     tokenizer = AutoTokenizer.from_pretrained(cfg["MODEL_NAME"])
     if tokenizer.pad_token is None:  # only if missing: the model's own pad token is kept

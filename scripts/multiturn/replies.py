@@ -119,7 +119,8 @@ def reply_report(model, tokenizer, fmt: ChatFormat, conversations: list, cfg: di
     left_out = f"; {too_long} whose reference reply is longer left out" if too_long else ""
     table = [f"Replies to {len(prompts)} held-out prompts (greedy, at most {cfg['REPLY_MAX_TOKENS']} tokens{left_out}):",
              f"  {'':30} {'before':>8} {'after':>8} {'reference':>10}",
-             f"  {'stopped at the end of turn':30} {report['before']['stop_rate']:>8.0%} {report['after']['stop_rate']:>8.0%}",
+             f"  {'stopped at the end of turn':30} {report['before']['stop_rate']:>8.0%} "
+             f"{report['after']['stop_rate']:>8.0%}",
              f"  {'mean length (tokens)':30} {report['before']['mean_tokens']:>8.1f} {report['after']['mean_tokens']:>8.1f}"
              f" {report['reference_mean_tokens']:>10.1f}",
              f"  {'open like the reference':30} {report['before']['same_opening']:>8.0%} "
