@@ -142,8 +142,8 @@ def main(argv: list[str] | None = None) -> Path | None:
         sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled  # generating needs every process there
         if evaluation and evaluation.conversations is not None and cfg["REPLY_PROMPTS"] > 0 and not sharded:
             held = (json.loads(row["conversation"]) for row in evaluation.conversations)  # read as needed
-            replies.reply_report(trainer.model, tokenizer, fmt, held, cfg, run_dir, log)
-            log(f"sample replies: {run_dir / 'samples.md'}")
+            if replies.reply_report(trainer.model, tokenizer, fmt, held, cfg, run_dir, log):
+                log(f"sample replies: {run_dir / 'samples.md'}")
         run_folder.finish(run_dir, log)
     log(f"saved the LoRA adapter, tokenizer and generation config to {run_dir}")
     return run_dir

@@ -226,7 +226,12 @@ def test_prepare_only_on_sample_data_trains_exactly_the_replies(small_model, tmp
     data = json.loads((ROOT / "data" / "conversations.json").read_text())
     rows = [json.loads(line) for line in (tmp_path / "prep" / "prepared.jsonl").read_text().splitlines()]
     assert len(rows) == len(data)
+    fmt = template_probes.detect_chat_format(tok)
     for conversation, row in zip(data, rows):
         replies = [m["content"].strip() + END for m in conversation if m["role"] == "assistant"]
         assert [tok.decode(s) for s in trained_spans(row["input_ids"], row["labels"])] == replies
+        # the ids are the tokenizer's own encoding of the conversation (its template has no system role: the
+        # system text is folded into the first user turn, as the run's summary says)
+        messages = fold_system([{k: v for k, v in m.items() if k != "train"} for m in conversation], fmt)
+        assert row["input_ids"] == tok.apply_chat_template(messages, tokenize=True)["input_ids"]
     assert not (tmp_path / "prep" / "adapter_model.safetensors").exists()
