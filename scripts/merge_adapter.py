@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the package beside this file: scripts/multiturn/
 from multiturn import errors  # noqa: E402
-from multiturn.merging import merge_run  # noqa: E402
+from multiturn.merging import add_arguments, merge_run  # noqa: E402
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -33,11 +33,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", type=Path, help="run folder (or checkpoint-N folder) holding the LoRA adapter")
-    parser.add_argument("--out", type=Path, help="folder to write; default: the run folder's name + '-merged'")
-    parser.add_argument("--base", help="base model (hub id or folder); default: adapter_config.json's")
-    parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16",
-                        help="weights of the merged model (default bfloat16; float32 for an exact CPU merge)")
+    add_arguments(parser, "-merged")
     return parser.parse_args(argv)
 
 

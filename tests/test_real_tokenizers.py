@@ -7,6 +7,7 @@ the reply and its closing as the template renders them. Mistral's masks are also
 encoder."""
 
 import re
+from collections import Counter
 
 import pytest
 
@@ -14,7 +15,7 @@ from multiturn.chat_format import prompt_messages, render
 from multiturn.template_probes import detect_chat_format
 from real_tokenizers import REAL, build, original_encoder, sample_texts
 from template_corpus import trained_spans
-from multiturn import chat_format, examples, validation
+from multiturn import chat_format, examples, token_ids, validation
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city.",
                                             "parameters": {"type": "object", "properties": {
@@ -70,16 +71,15 @@ def test_converted_tokenizer_equals_its_original(real, name):
 
 
 def conversation_rows(ft, tok, fmt, raw):
-    problems = {}
-    messages = validation.clean_conversation(raw, "test", False, __import__("collections").Counter())
+    messages = validation.clean_conversation(raw, "test", False, Counter())
     messages = examples.for_template(messages, fmt)
     tools = validation.conversation_tools(messages)
-    return messages, tools, examples.tokenize_conversation(tok, fmt, messages, check=True, tools=tools), problems
+    return messages, tools, examples.tokenize_conversation(tok, fmt, messages, check=True, tools=tools)
 
 
 def check_ids(ft, tok, fmt, raw):
     """Every property at the level of ids, against the tokenizer's own apply_chat_template(tokenize=True)."""
-    messages, tools, rows, _ = conversation_rows(ft, tok, fmt, raw)
+    messages, tools, rows = conversation_rows(ft, tok, fmt, raw)
     folded = prompt_messages(messages, fmt)
     kwargs = dict(fmt.template_kwargs, **({"tools": tools} if tools else {}))
     offset = len(messages) - len(folded)  # a folded system message
@@ -164,7 +164,7 @@ def test_mistral_masks_equal_mistral_commons_encoder(ft, real):
     reference = MistralTokenizer.from_file(str(MISTRAL_DATA / "mistral_instruct_tokenizer_240323.model.v3"))
     kinds = {"system": SystemMessage, "user": UserMessage, "assistant": AssistantMessage}
     for raw in (CONVERSATIONS["plain"], CONVERSATIONS["system"]):
-        messages, _, rows, _ = conversation_rows(ft, tok, fmt, raw)
+        messages, _, rows = conversation_rows(ft, tok, fmt, raw)
         trained = sorted((ids[:s], ids[s:e]) for ids, labels in rows for s, e in trained_spans(labels))
         expected = []
         for i, m in enumerate(messages):
@@ -185,8 +185,8 @@ def test_whitespace_the_template_strips_is_trained_as_rendered(ft, corpus_tokeni
     tok = corpus_tokenizer(name)
     fmt = detect_chat_format(tok, {"enable_thinking": False} if name == "smollm3" else {})
     messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "\n\nI noticed the spaces.\n\n"}]
-    examples = chat_format.conversation_examples(tok, fmt, messages)
-    (rows, notes), = [r for r in __import__("token_ids").encode_examples(tok, examples)]
+    rendered = chat_format.conversation_examples(tok, fmt, messages)
+    (rows, notes), = token_ids.encode_examples(tok, rendered)
     (ids, labels), = rows
     (start, end), = trained_spans(labels)
     prompt = render(tok, messages[:1], fmt.template_kwargs, add_generation_prompt=True)

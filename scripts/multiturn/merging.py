@@ -119,3 +119,13 @@ def merge_run(run_dir: Path, out: Path, base: str | None = None, dtype: str = "b
     save(model, run_dir, out, info)
     log(f"saved the merged model to {out}")
     return out
+
+
+def add_arguments(parser, suffix: str) -> None:
+    """The command-line arguments of a merge (merge_adapter.py, export.py): the run, the output folder (default:
+    the run folder's name + suffix), the base model and the merged weights' dtype."""
+    parser.add_argument("run_dir", type=Path, help="run folder (or checkpoint-N folder) holding the LoRA adapter")
+    parser.add_argument("--out", type=Path, help=f"folder to write; default: the run folder's name + '{suffix}'")
+    parser.add_argument("--base", help="base model (hub id or folder); default: adapter_config.json's")
+    parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16",
+                        help="weights of the merged model (default bfloat16; float32 for an exact CPU merge)")

@@ -215,7 +215,7 @@ def _prefix_verdicts(tokenizer, info: _Info, texts, encoded, checks) -> dict:
 
 def _own_row(tokenizer, text: str, pieces: list, starts, turn: int, start: int, end: int, anchor: str, kinds: bool):
     """A reply in a row of its own: its prompt's encoding, then the reply as the model generates it after it."""
-    (context, _), = encode(tokenizer, [text[:start]])
+    (context, context_offsets), = encode(tokenizer, [text[:start]])
     if anchor:
         reply, offsets = _continuation(tokenizer, text[start:end], anchor)
     else:
@@ -226,6 +226,6 @@ def _own_row(tokenizer, text: str, pieces: list, starts, turn: int, start: int, 
     labels = [IGNORE_INDEX] * len(context) + labels
     if kinds:
         names = [p[3] for p in pieces]
-        index = np.searchsorted(starts, [a for a, _ in encode(tokenizer, [text[:start]])[0][1]], side="right") - 1
+        index = np.searchsorted(starts, [a for a, _ in context_offsets], side="right") - 1
         return ids, labels, [names[k] for k in index.tolist()] + token_kinds
     return ids, labels
