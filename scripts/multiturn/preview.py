@@ -99,8 +99,9 @@ def print_summary(log, fmt_name, fmt: ChatFormat, problems: Counter, n_raw: int,
         log(f"  {k:<{width}}  {v}")
 
 
-def summarize(log, train, evaluation, train_set, eval_set, cut_stats: Counter, fmt: ChatFormat, cfg: dict) -> dict:
-    """The data summary of each part, then the features the data holds; returns the training set's counts. A run
+def summarize(log, train, evaluation, train_set, eval_set, cut_stats: Counter, features: Counter, fmt: ChatFormat,
+              cfg: dict) -> dict:
+    """The data summary of each part, then the features the data holds (both parts); returns the training set's counts. A run
     with no trained token left stops here."""
     from .examples import token_counts
 
@@ -112,7 +113,6 @@ def summarize(log, train, evaluation, train_set, eval_set, cut_stats: Counter, f
                       token_counts(eval_set), Counter(), "eval")
     if counts["trained_tokens"] == 0:
         raise UserError("no token is left to train on: every assistant reply was dropped or marked train=false")
-    features = train.features + (evaluation.features if evaluation else Counter())
     for name, n in features.items():
         if not name.startswith("_"):
             log(f"  {name}: {n}")

@@ -179,3 +179,8 @@ def training_config(path: Path) -> dict:
 def trained_in_4bit(path: Path) -> bool:
     """True for a QLoRA run (LOAD_IN_4BIT in its training_config.json)."""
     return bool(training_config(path).get("LOAD_IN_4BIT", False))
+
+
+def template_kwargs(path: Path) -> dict:
+    """CHAT_TEMPLATE_KWARGS the run was trained with, so that chat and export render as training did."""
+    return training_config(path).get("CHAT_TEMPLATE_KWARGS", {})

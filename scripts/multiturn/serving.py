@@ -116,12 +116,15 @@ def modelfile(gguf_name: str, stop_texts: list[str]) -> str:
 # the check in the real runtime
 
 
-def held_out_prompts(run_dir: Path, limit: int) -> list[list[dict]]:
-    """The prompts of the run's reply report (replies.json: held-out conversations up to their last user turn)."""
+def reply_report(run_dir: Path) -> dict:
+    """The run's reply report (replies.json); {} for a run without evaluation data."""
     path = run_dir / "replies.json"
-    if not path.exists():
-        return []
-    rows = json.loads(path.read_text()).get("replies", [])
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def held_out_prompts(run_dir: Path, limit: int, report: dict | None = None) -> list[list[dict]]:
+    """The prompts of the run's reply report (held-out conversations up to their last user turn)."""
+    rows = (reply_report(run_dir) if report is None else report).get("replies", [])
     return [row.get("messages") or [{"role": "user", "content": row["prompt"]}] for row in rows][:limit]
 
 
