@@ -827,7 +827,7 @@ def sharegpt_dump(path, n=60):
             if i % every == 3:
                 c += [{"from": "human", "value": "and?"}, {"from": role, "value": f"{role} says {i}"}]
         if i == 44:
-            c += [{"from": "human", "value": "and?"}, {"from": "bard", "value": "bard says"}]
+            c += [{"from": "human", "value": "and?"}, {"from": "bard", "value": "bard says"}] * 2
         conversations.append({"conversations": c})
     path.write_text(json.dumps(conversations))
     return conversations
@@ -839,8 +839,11 @@ def test_every_unknown_role_reported_at_once_with_the_setting(small_model, tmp_p
     sharegpt_dump(data)
     result = run_script(f"--model_name={small_model}", "--prepare_only=True", f"--data_path={data}",
                         f"--output_dir={tmp_path / 'out'}")
-    assert_user_error(result, "unknown roles 'chatgpt' (", "'bing' (", "conversations, first: ",
-                      "conversation 3, message 3", "'bard' (1 conversation, first: ", "conversation 44, message 3",
+    # conversation 3 holds both bing (message 3) and chatgpt (message 5): both are counted
+    assert_user_error(result, f"{data}: 20 conversations with problems that stop the run",
+                      f"unknown roles 'chatgpt' (12 messages in 12 conversations, first: {data}: conversation 3, "
+                      f"message 5), 'bing' (9 messages in 9 conversations, first: {data}: conversation 3, message 3), "
+                      f"'bard' (2 messages in 1 conversation, first: {data}: conversation 44, message 3)",
                       "ROLE_MAP", "--role_map=")
     assert result.stderr.count("ERROR") == 1
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("prepared.jsonl"))
@@ -877,10 +880,27 @@ def test_many_problems_give_one_bounded_report(ft, tmp_path):
     lines = report.splitlines()
     assert len(lines) <= 1 + validation.REPORT_KINDS
     assert lines[0].startswith(f"{path}: 34 conversations with problems") and "28 kinds" in lines[0]
-    assert sum("unknown role" in line for line in lines) == 1 and "'r24' (1 conversation" in report
+    assert sum("unknown role" in line for line in lines) == 1 and "'r24' (1 message in 1 conversation" in report
     assert "content must be a string, found int (3 in all; also" in report
     assert "missing 'content'" in report and "(4 in all" in report
     assert "'train' must be true or false" in report
+
+
+def test_unknown_roles_counted_behind_another_problem(ft, tmp_path):
+    """A conversation that stops at one problem still has every unknown role of its messages counted: fixing the
+    first problem does not reveal a new role on the next run."""
+    data = [[{"role": "user"}, {"role": "bot", "content": "a"}, {"role": "user", "content": "b"},
+             {"role": "bot", "content": "c"}, {"role": "narrator", "content": "d"}]]
+    data += [[{"role": "user", "content": "x"}, {"role": "bot", "content": "y"}]]
+    path = tmp_path / "roles.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(errors.UserError) as caught:
+        validation.validate_data(str(path), False, None, "train", print)
+    report = str(caught.value)
+    assert report.startswith(f"{path}: 2 conversations with problems that stop the run") and "3 kinds" in report
+    assert (f"unknown roles 'bot' (3 messages in 2 conversations, first: {path}: conversation 0, message 1), "
+            f"'narrator' (1 message in 1 conversation, first: {path}: conversation 0, message 4)") in report
+    assert f"{path}: conversation 0, message 0: missing 'content'" in report
 
 
 def test_strict_lists_every_soft_problem_then_stops(ft, tmp_path):

@@ -70,6 +70,48 @@ def test_converted_tokenizer_equals_its_original(real, name):
     assert not different, different[:3]
 
 
+@pytest.mark.parametrize("name", list(REAL) + ["gemma"])
+def test_token_positions_read_from_the_encoding_follow_the_offsets(real, tokenizer, name):
+    """The masks read where characters fall among the tokens from each Encoding's char-to-token map (a few lookups
+    at the pieces' edges); the rule is stated on the tokens' offsets: a token belongs to where its first character
+    is, and a merge across an edge is a token that starts before it and ends after it. Both agree at every
+    character of real renderings' texts, on every real tokenizer (byte fallback, prefix spaces, byte-level BPE)."""
+    tok = tokenizer if name == "gemma" else real(name)
+    texts = sample_texts(300, seed=1) + ["<s>[INST] Hi there [/INST] Hello</s>", "\n\n\n", " ", "🤖", "a\u00a0b"]
+    for text, encoding in zip(texts, token_ids.encodings(tok, texts)):
+        fast, rule = token_ids._Tokens(encoding, len(text)), token_ids._Offsets(encoding.offsets)
+        for s in range(len(text) + 1):
+            assert (fast.before(s), fast.straddles(s)) == (rule.before(s), rule.straddles(s)), (text, s)
+
+
+@pytest.mark.parametrize("name", list(REAL) + ["gemma"])
+def test_replies_read_off_control_tokens_equal_the_offsets_rule(real, tokenizer, name):
+    """Where each reply is trained whole and ends with a control token, its tokens are read off the control tokens
+    (an encoding without offsets); the offsets' rule (what kinds=True reads) gives the same rows."""
+    tok = tokenizer if name == "gemma" else real(name)
+    assert_quick_path_agrees(tok, [c for c in CONVERSATIONS.values()])
+
+
+def assert_quick_path_agrees(tok, conversations):
+    fmt = detect_chat_format(tok)
+    rendered = []
+    for raw in conversations:
+        messages = examples.for_template(validation.clean_conversation(raw, "test", False, Counter()), fmt)
+        tools = validation.conversation_tools(messages)
+        if tools and not fmt.renders_tool_calls:
+            continue
+        rendered += chat_format.conversation_examples(tok, fmt, messages, tools)
+    quick = [rows for rows, _ in token_ids.encode_examples(tok, rendered)]
+    by_offsets = [[row[:2] for row in rows] for rows, _ in token_ids.encode_examples(tok, rendered, kinds=True)]
+    assert quick == by_offsets
+    # and the control tokens were read: each example's replies are found there
+    info = token_ids._info(tok)
+    for e in rendered:
+        text, starts = e.text, token_ids._piece_starts(e.pieces)
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert token_ids._replies_at_controls(info, e.pieces, starts, text, info.controls(text), ids) is not None
+
+
 def conversation_rows(ft, tok, fmt, raw):
     messages = validation.clean_conversation(raw, "test", False, Counter())
     messages = examples.for_template(messages, fmt)

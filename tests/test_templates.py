@@ -105,6 +105,14 @@ def test_every_reply_trained_once_in_its_inference_context(ft, corpus_tokenizer,
         assert set(counts.values()) == {1}, counts
 
 
+@pytest.mark.parametrize("name", list(CORPUS))
+def test_replies_read_off_control_tokens_equal_the_offsets_rule(corpus_tokenizer, name):
+    """Every template of the corpus: the rows read off the control tokens equal those the offsets give."""
+    from test_real_tokenizers import assert_quick_path_agrees
+
+    assert_quick_path_agrees(corpus_tokenizer(name), list(CONVERSATIONS.values()))
+
+
 SPLIT = {"qwen3", "qwen3_5_think", "qwen3_5_nothink", "gpt_oss", "mistral_nemo", "mistral_v3"}
 
 

@@ -77,15 +77,22 @@ def render(tokenizer, messages: list[dict], kwargs: dict, add_generation_prompt:
 
 
 def control_token_ids(tokenizer) -> frozenset:
-    """Special tokens: the template's markers (<end_of_turn>, <|im_end|>, </s>, ...)."""
-    return frozenset(tokenizer.all_special_ids) | frozenset(
-        i for i, token in tokenizer.added_tokens_decoder.items() if token.special)
+    """Special tokens: the template's markers (<end_of_turn>, <|im_end|>, </s>, ...). Read once per tokenizer:
+    reading its added tokens takes milliseconds, and agent data asks for them for almost every conversation."""
+    key = (id(tokenizer), len(tokenizer))
+    if key not in _control_ids:
+        _control_ids[key] = frozenset(tokenizer.all_special_ids) | frozenset(
+            i for i, token in tokenizer.added_tokens_decoder.items() if token.special)
+    return _control_ids[key]
+
+
+_control_ids: dict = {}
 
 
 def _edges(text: str) -> tuple[str, str]:
     """The whitespace that text starts and ends with."""
-    core = text.strip()
-    return (text[:text.index(core)], text[text.index(core) + len(core):]) if core else (text, "")
+    start, end = len(text) - len(text.lstrip()), len(text.rstrip())
+    return (text[:start], text[end:]) if start < end else (text, "")
 
 
 def shape(m: dict) -> tuple:

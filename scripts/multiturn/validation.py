@@ -68,11 +68,7 @@ def validate_tools(value, where: str) -> list[dict]:
 
 
 class UnknownRole(UserError):
-    """A message of a role that neither the built-in names nor ROLE_MAP know."""
-
-    def __init__(self, message: str, role):
-        super().__init__(message)
-        self.role = role
+    """A message of a role that neither the built-in names nor ROLE_MAP know (reported together: note_roles)."""
 
 
 class LeftOut(Exception):
@@ -111,7 +107,7 @@ def validate_message(message, where: str, role_map: dict | None = None, mapped: 
         role = role_map[role]
     if not isinstance(role, str) or role not in ROLE_ALIASES:
         raise UnknownRole(f"{where}: unknown role {role!r}; expected 'user', 'assistant', 'system' or 'tool' "
-                          "(or set ROLE_MAP)", role)
+                          "(or set ROLE_MAP)")
     role = ROLE_ALIASES[role]
     if role == "tool" and isinstance(content, (dict, list)):  # a structured result: the model reads it as JSON
         content = json.dumps(content, ensure_ascii=False)
@@ -296,13 +292,24 @@ def validate_data(path: str, strict: bool, folder: Path | None, name: str, log, 
                              path=str(folder / f"{name}-conversations.arrow"), writer_batch_size=1000)
     start = time.time()
     errors, places = {}, {}  # hard problems: kind -> (count, first places); soft ones' first places
+    roles: dict = {}  # unknown roles: role -> [messages, conversations, first places]
+    failed = softened = 0  # conversations with a hard problem; with a soft one
+
+    def soft_count():
+        return sum(n for kind, n in problems.items() if "(ROLE_MAP)" not in kind)
+
     for i, raw in enumerate(conversations):
         read += 1
         where = f"{path}: conversation {i}"
+        before = soft_count() if strict else 0
         try:
             messages = clean_conversation(raw, where, False, problems, role_map, places)
+            softened += strict and soft_count() > before
         except UserError as error:  # read on: every problem of the file is reported at once
-            note_error(errors, error, where)
+            failed += 1
+            if not isinstance(error, UnknownRole):
+                note_error(errors, error, where)
+            note_roles(roles, raw, where, role_map or {})  # every message's role, not only the first unknown one
             messages = None
         if read % 200_000 == 0:
             log(f"validated {read:,} conversations of {path} ({read / (time.time() - start):,.0f}/s)")
@@ -315,12 +322,13 @@ def validate_data(path: str, strict: bool, folder: Path | None, name: str, log, 
     if writer is not None:
         writer.finalize()
         writer.close()
-    if errors:
-        raise UserError(data_report(path, errors, "problems that stop the run (the first of each conversation)"))
+    if errors or roles:
+        raise UserError(data_report(path, errors, "problems that stop the run (the first of each conversation)",
+                                    failed, roles))
     soft_places = {k: v for k, v in places.items() if "(ROLE_MAP)" not in k}
     if strict and soft_places:
         raise UserError(data_report(path, {k: (problems[k], v) for k, v in soft_places.items()},
-                                    "soft problems (STRICT is on; fix the data or set --strict=False)"))  # noqa: E501
+                                    "soft problems (STRICT is on; fix the data or set --strict=False)", softened))
     dataset = Dataset.from_file(str(folder / f"{name}-conversations.arrow")) if writer is not None else None
     return Data(dataset, found, read, kept, problems, +features)
 
@@ -332,39 +340,57 @@ REPORT_KINDS = 20  # kinds of problem listed before the report stops
 
 
 def note_error(errors: dict, error: UserError, where: str) -> None:
-    """Count a conversation's hard problem under its kind (its message without the place), keeping the first places.
-    Unknown roles are one kind per role."""
+    """Count a conversation's hard problem under its kind (its message without the place), keeping the first
+    places."""
     text = str(error)
     detail = text[len(where):].lstrip(",") if text.startswith(where) else text
     place, _, kind = detail.partition(": ") if detail.startswith(" message") else ("", "", detail.lstrip(": "))
-    kind = f"unknown role {error.role!r}" if isinstance(error, UnknownRole) else kind
     count, first = errors.get(kind, (0, []))
     if len(first) < REPORT_PLACES:
         first = first + [where + ("," + place if place else "")]
     errors[kind] = (count + 1, first)
 
 
-def data_report(path: str, problems: dict, what: str) -> str:
+def note_roles(roles: dict, conversation, where: str, role_map: dict) -> None:
+    """Count the messages of a conversation whose role neither the built-in names nor ROLE_MAP know."""
+    seen = set()
+    for j, message in enumerate(conversation if isinstance(conversation, list) else []):
+        role = message.get("role", message.get("from")) if isinstance(message, dict) else None
+        if role is None or (isinstance(role, str) and (role in ROLE_ALIASES or role in role_map)):
+            continue
+        key = repr(role)
+        entry = roles.setdefault(key, [0, 0, []])
+        entry[0] += 1
+        if key not in seen:
+            seen.add(key)
+            entry[1] += 1
+            if len(entry[2]) < REPORT_PLACES:
+                entry[2].append(f"{where}, message {j}")
+
+
+def data_report(path: str, problems: dict, what: str, conversations: int, roles: dict | None = None) -> str:
     """One report of a file's problems: each kind once, with its count and first places, at most REPORT_KINDS kinds;
-    unknown roles together, with the ROLE_MAP that would read them."""
-    roles = {k: v for k, v in problems.items() if k.startswith("unknown role ")}
+    unknown roles in one line, with the ROLE_MAP that would read them."""
+    roles = roles or {}
     lines = []
     if roles:
-        listed = ", ".join(f"{k[len('unknown role '):]} ({n} conversation{'s' * (n != 1)}, first: {first[0]})"
-                           for k, (n, first) in sorted(roles.items(), key=lambda kv: -kv[1][0]))
-        example = ", ".join(f"{k[len('unknown role '):]}: 'assistant'" for k in list(roles)[:3])
+        order = sorted(roles.items(), key=lambda kv: -kv[1][0])
+        listed = ", ".join(f"{role} ({n} message{'s' * (n != 1)} in {c} conversation{'s' * (c != 1)}, first: "
+                           f"{first[0]})" for role, (n, c, first) in order)
+        example = ", ".join(f"{role}: 'assistant'" for role, _ in order[:3])
         lines.append(f"unknown role{'s' * (len(roles) > 1)} {listed}; expected 'user', 'assistant', 'system' or "
                      "'tool': map each with ROLE_MAP to one of them, or to None to leave out the conversations "
                      f"holding it, e.g. --role_map=\"{{{example}}}\"")
-    others = sorted(((k, v) for k, v in problems.items() if k not in roles), key=lambda kv: -kv[1][0])
-    for kind, (count, first) in others[:REPORT_KINDS - bool(roles)]:
+    others = sorted(problems.items(), key=lambda kv: -kv[1][0])
+    room = REPORT_KINDS - bool(roles)
+    for kind, (count, first) in others[:room]:
         also = f"; also {'; '.join(first[1:])}" if len(first) > 1 else ""
         lines.append(f"{first[0]}: {kind} ({count} in all{also})")
-    if len(others) > REPORT_KINDS - bool(roles):
-        lines.append(f"... and {len(others) - REPORT_KINDS + bool(roles)} more kinds")
-    total = sum(n for n, _ in problems.values())
-    return (f"{path}: {total} conversation{'s' * (total != 1)} with {what}, of {len(problems)} "
-            f"kind{'s' * (len(problems) != 1)} (the whole file was read):\n"
+    if len(others) > room:
+        lines.append(f"... and {len(others) - room} more kinds")
+    kinds = len(problems) + len(roles)
+    return (f"{path}: {conversations} conversation{'s' * (conversations != 1)} with {what}, of {kinds} "
+            f"kind{'s' * (kinds != 1)} (the whole file was read):\n"
             + "\n".join("  " + line for line in lines))
 
 
