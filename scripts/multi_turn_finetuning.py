@@ -102,14 +102,15 @@ def main(argv: list[str] | None = None) -> Path | None:
     folder = run_dir / ".prepared" if is_main else None  # the validated data; removed when the run ends
     train, evaluation = validation.read_train_and_eval(cfg, run_dir, folder, log)
 
-    # --- the model's tokenizer and chat template: what it renders, read off probes
-    tokenizer, fmt = model_setup.tokenizer_and_format(cfg, log)
-    features = train.features + (evaluation.features if evaluation else Counter())  # what the data holds
-    preview.check_template_support(fmt, features, cfg, log)
+    with run_folder.removed_on_error(run_dir, folder):  # a failed start leaves nothing behind
+        # --- the model's tokenizer and chat template: what it renders, read off probes
+        tokenizer, fmt = model_setup.tokenizer_and_format(cfg, log)
+        features = train.features + (evaluation.features if evaluation else Counter())  # what the data holds
+        preview.check_template_support(fmt, features, cfg, log)
 
-    # --- tokenize and mask, exact to the token id (once, on the main process; the others load its result)
-    with run_folder.removed_on_error(run_dir, folder):
-        train_set, eval_set, cut_stats = examples.prepare_once(state, run_dir, train, evaluation, tokenizer, fmt, cfg)
+        # --- tokenize and mask, exact to the token id (once, on the main process; the others load its result)
+        train_set, eval_set, cut_stats = examples.prepare_once(state, run_dir, train, evaluation, tokenizer, fmt,
+                                                               cfg)
 
     # --- show what will be trained
     preview.summarize(log, train, evaluation, train_set, eval_set, cut_stats, features, fmt, cfg)

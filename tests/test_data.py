@@ -886,6 +886,16 @@ def test_many_problems_give_one_bounded_report(ft, tmp_path):
     assert "'train' must be true or false" in report
 
 
+@pytest.mark.parametrize("model, says", [("/no/such/model", "no such folder"),
+                                         ("org/no-such-model", "cannot load the tokenizer of MODEL_NAME=")])
+def test_a_model_that_cannot_be_loaded_is_one_error_and_leaves_no_run_folder(tmp_path, model, says):
+    out = tmp_path / "out"
+    result = run_script(f"--model_name={model}", "--prepare_only=True", f"--output_dir={out}",
+                        env={"HF_HUB_OFFLINE": "1"})
+    assert_user_error(result, says, "--model_name")
+    assert not out.exists() or not any(out.iterdir())
+
+
 def test_unknown_roles_counted_behind_another_problem(ft, tmp_path):
     """A conversation that stops at one problem still has every unknown role of its messages counted: fixing the
     first problem does not reveal a new role on the next run."""

@@ -145,7 +145,16 @@ def tokenizer_and_format(cfg: dict, log) -> tuple:
 
     from .template_probes import describe, detect_chat_format, load_chat_template
 
-    tokenizer = AutoTokenizer.from_pretrained(cfg["MODEL_NAME"])
+    name = cfg["MODEL_NAME"]
+    if (name.startswith(("/", ".", "~")) or name.count("/") > 1) and not Path(name).expanduser().is_dir():
+        raise UserError(f"MODEL_NAME={name!r}: no such folder; set --model_name to a model folder or a hub id ('org/name')")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(cfg["MODEL_NAME"])
+    except OSError as error:  # no such folder, no hub access, a gated model without a login
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"cannot load the tokenizer of MODEL_NAME={cfg['MODEL_NAME']!r} ({first}): set --model_name to "
+                        "a local model folder, or a hub id this machine can download (check the connection, and "
+                        "`hf auth login` for gated models such as Gemma and Llama)") from None
     if tokenizer.pad_token is None:  # only if missing: the model's own pad token is kept
         tokenizer.pad_token = tokenizer.eos_token
     load_chat_template(tokenizer, cfg["CHAT_TEMPLATE"])
