@@ -329,6 +329,21 @@ def test_script_with_chat_template_file_and_kwargs(corpus_tokenizer, tmp_path):
     assert saved["CHAT_TEMPLATE_KWARGS"] == {"enable_thinking": False}
 
 
+def test_a_template_that_changes_message_text_stops_with_the_first_differing_tokens(corpus_tokenizer):
+    """A template that rewrites what messages say (here "grams" as "g") renders its probes as they are, but not the
+    real text: the ids of the example would not be the ids of the template's rendering, and the error shows the
+    first tokens where they part."""
+    tok = copy.deepcopy(corpus_tokenizer("chatml"))
+    tok.chat_template = tok.chat_template.replace("message['content']", "message['content'] | replace('grams', 'g')")
+    fmt = detect_chat_format(tok)
+    with pytest.raises(UserError) as caught:
+        examples.tokenize_conversation(tok, fmt, CONVERSATIONS["system, three replies"], check=True)
+    message = str(caught.value)
+    assert "renders this conversation differently" in message and "at token " in message
+    ours, theirs = message.split(" the example has ")[1].split(" where the template's rendering has ")
+    assert "grams" in tok.convert_tokens_to_string(ours.split()) and "grams" not in theirs
+
+
 def test_script_refuses_a_template_it_cannot_render_in_one_line(corpus_tokenizer, tmp_path):
     tok = copy.deepcopy(corpus_tokenizer("chatml"))
     tok.chat_template = "{% for tool in tools %}{{ tool }}{% endfor %}" + tok.chat_template

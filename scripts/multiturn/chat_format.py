@@ -429,16 +429,29 @@ def check_rendering(tokenizer, fmt: ChatFormat, messages: list[dict], example: E
     full = render(tokenizer, messages[:example.last + 1], kwargs)
     full = full[:len(full) - turn.drop] + turn.appended
     if turn.whole:
-        ok = text == full
+        expected = full
     else:
         prompt = render(tokenizer, messages[:example.last], kwargs, add_generation_prompt=True)
         context = prompt[:len(prompt) - len(turn.extra)]
         rest = text[len(context):]
-        ok = text.startswith(context) and full.endswith(rest)
-    if not ok:
+        expected = context + full[len(full) - len(rest):] if text.startswith(context) else context
+    if text != expected:
         raise UserError(
             "the chat template renders this conversation differently from its probe (it changes message text in a "
-            "way the masking cannot follow); first message: " + repr(messages[0]["content"][:60]))
+            f"way the masking cannot follow): {first_difference(tokenizer, text, expected)}; first message: "
+            + repr(messages[0]["content"][:60]))
+
+
+def first_difference(tokenizer, ours: str, template: str) -> str:
+    """Where the ids of an example first differ from the ids of the template's own rendering, in a few tokens."""
+    a, b = (tokenizer(t, add_special_tokens=False)["input_ids"] for t in (ours, template))
+    i = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+    def show(ids):
+        tokens = " ".join(tokenizer.convert_ids_to_tokens(ids[max(0, i - 3):i + 4])) or "(nothing)"
+        return tokens.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")  # one line
+
+    return f"at token {i} the example has {show(a)} where the template's rendering has {show(b)}"
 
 
 def template_messages(messages: list[dict], fmt: ChatFormat) -> list[dict]:
