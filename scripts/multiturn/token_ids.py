@@ -4,8 +4,10 @@ feeds it and the ids it must generate.
 An example's text is the chat template's own rendering (chat_format.py). It is tokenized whole, as a server
 tokenizes the prompt it renders (apply_chat_template(tokenize=True) encodes the rendered text with
 add_special_tokens=False): merges across the edge of a message and the template text around it are the
-tokenizer's own, and no message gets a SentencePiece prefix space of its own. The labels come from the characters
-each token covers (its offsets): a token is trained where its first character is trained text.
+tokenizer's own, and no message gets a SentencePiece prefix space of its own. The rule for labels: a token is
+trained where its first character is trained text. Usually each reply runs from the end of its prompt to a
+control token (its closing), and its tokens are read off the control tokens of an encoding without offsets (the
+cheaper one: preparation as fast as before ids were exact); otherwise off the characters each token covers.
 
 For every trained reply, the ids before it must be exactly the tokenizer's encoding of its prompt, and its
 trained ids must start at a token boundary. Where a merge across the prompt's end breaks that (a reply that starts
