@@ -17,9 +17,12 @@ def main(request_path: str, result_path: str) -> None:
     from vllm import LLM, SamplingParams
 
     request = json.loads(open(request_path, encoding="utf-8").read())
-    # on the CPU "gpu_memory_utilization" is the share of host memory vLLM reserves (weights and KV cache)
+    # The KV cache's size is set, not left to gpu_memory_utilization: on the CPU that is a share of host memory
+    # from which the worker's own resident memory is taken, and a float32 model of a few hundred MB already used
+    # all of a 0.2 share on a 24 GB machine ("requested memory for kv -0.49 GiB"). 1 GiB holds a 2,048-token
+    # sequence of models up to about 8B parameters in float32.
     llm = LLM(model=request["model"], dtype="float32", max_model_len=2048, seed=0, enforce_eager=True,
-              gpu_memory_utilization=request.get("memory_share", 0.2))
+              kv_cache_memory_bytes=request.get("kv_cache_bytes", 1 << 30))
     params = SamplingParams(temperature=0.0, max_tokens=request["max_new_tokens"], skip_special_tokens=False)
     outputs = llm.chat(request["prompts"], params, use_tqdm=False)
     rows = [{"prompt_ids": list(out.prompt_token_ids), "reply": list(out.outputs[0].token_ids),
