@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import UserError
+from .token_ids import first_divergence
 
 _SENTINEL = "\ue000{}\ue001"  # private-use characters: never in real text, never touched by a template
 _SENTINEL_RE = re.compile("\ue000(\\d+)\ue001")
@@ -445,7 +446,7 @@ def check_rendering(tokenizer, fmt: ChatFormat, messages: list[dict], example: E
 def first_difference(tokenizer, ours: str, template: str) -> str:
     """Where the ids of an example first differ from the ids of the template's own rendering, in a few tokens."""
     a, b = (tokenizer(t, add_special_tokens=False)["input_ids"] for t in (ours, template))
-    i = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    i = first_divergence(a, b) or 0  # (the same ids for different texts: shown from the start)
 
     def show(ids):
         tokens = " ".join(tokenizer.convert_ids_to_tokens(ids[max(0, i - 3):i + 4])) or "(nothing)"

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import UserError
+from .token_ids import first_divergence  # noqa: F401  (export.py reads it here)
 
 GGUF_TYPES = ("f16", "bf16", "q8_0", "q4_k_m")  # q4_k_m is quantized by llama.cpp itself, from a bf16 file
 # the runtimes' install lines (requirements-export.txt pins them; scripts/setup.sh installs both)
@@ -209,11 +210,3 @@ def isolated(function, *args):
 def _through_stop(ids: list[int], stop_ids: list[int]) -> list[int]:
     end = next((n for n, t in enumerate(ids) if t in stop_ids), None)
     return ids if end is None else ids[:end + 1]
-
-
-def first_divergence(a: list[int], b: list[int]) -> int | None:
-    """The index of the first token where two replies differ (None where they are equal)."""
-    for n, (x, y) in enumerate(zip(a, b)):
-        if x != y:
-            return n
-    return None if len(a) == len(b) else min(len(a), len(b))

@@ -400,3 +400,11 @@ def _own_row(tokenizer, text: str, pieces: list, starts, turn: int, start: int, 
 def _row(ids: list[int], tokens: _Tokens, pieces: list, starts: list[int], kinds: bool) -> tuple:
     labels, token_kinds = _labels(ids, tokens, pieces, starts, kinds)
     return (ids, labels, token_kinds) if kinds else (ids, labels)
+
+
+def first_divergence(a: list[int], b: list[int]) -> int | None:
+    """The index of the first token where two id sequences differ (None where they are equal)."""
+    for n, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return n
+    return None if len(a) == len(b) else min(len(a), len(b))
