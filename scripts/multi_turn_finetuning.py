@@ -20,18 +20,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the package beside this file: scripts/multiturn/
 from multiturn import (  # noqa: E402  (light modules: nothing heavy loads before the data is validated)
-    control_tokens, errors, examples, library_patches, model_setup, preview, replies, run_folder, settings, training,
-    validation,
+    control_tokens, errors, examples, library_patches, model_setup, preview, replies, run_folder, settings, sources,
+    training,
 )
 
 # ----------------------------------------------------------------------------------------------------
 # data
-DATA_PATH = "data/conversations.json"  # JSON/JSONL: lists of messages, {"messages": [...]}, or ShareGPT
-EVAL_DATA_PATH = ""  # same formats; "" = none (see EVAL_FRACTION)
-EVAL_FRACTION = 0.0  # share of whole conversations held out for evaluation when EVAL_DATA_PATH is ""
+DATA_PATH = "data/conversations.json"  # JSON/JSONL/Parquet/dataset (OpenAI, HF messages, ShareGPT...), or a list of
+#             sources, each a path or {"path": ..., "weight": W}: W < 1 takes that share, W >= 1 repeats (seeded)
+EVAL_DATA_PATH = ""  # same forms; "" = none (see EVAL_FRACTION)
+EVAL_FRACTION = 0.0  # share of whole conversations held out of each source for evaluation when EVAL_DATA_PATH is ""
 STRICT = False  # True: soft data problems (merged turns, dropped turns, skipped conversations) are errors
 ROLE_MAP = {}  # the data's own role names: {"bing": "assistant", "chatgpt": "assistant", "bard": None}; None leaves
 #               out the conversations holding that role (adds to human/gpt/function_call/observation/...)
+NON_TEXT_CONVERSATIONS = "error"  # conversations with image, audio or file parts: "error" names them; "leave_out"
+UNRENDERABLE_CONVERSATIONS = "error"  # conversations the template cannot render faithfully: "error" or "leave_out"
 TRAIN_ON = "all"  # "all": every assistant turn is trained; "last": only the last one of each conversation
 TRAIN_REASONING = True  # train the assistant's reasoning (where the template renders it); False: context only
 MAX_SEQ_LENGTH = 2048  # tokens per training example; longer conversations are cut at turn boundaries
@@ -100,7 +103,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     # --- data: read and validate every conversation before anything heavy (an error names them all at once)
     run_dir = run_folder.run_dir_for(state, cfg)
     folder = run_dir / ".prepared" if is_main else None  # the validated data; removed when the run ends
-    train, evaluation = validation.read_train_and_eval(cfg, run_dir, folder, log)
+    train, evaluation = sources.read_train_and_eval(cfg, run_dir, folder, log)
 
     with run_folder.removed_on_error(run_dir, folder):  # a failed start leaves nothing behind
         # --- the model's tokenizer and chat template: what it renders, read off probes

@@ -18,17 +18,15 @@ contents are placeholders (private-use sentinels that no template touches):
 """
 
 import json
-import re
 from dataclasses import dataclass
 
 from .errors import UserError
+from .sentinels import (
+    REASONING, SENTINEL, SENTINEL_RE, control_token_ids, core, plain_shapes, render, sentinel_messages, shape, span,
+    template_message,
+)
 from .token_ids import first_divergence
 
-_SENTINEL = "\ue000{}\ue001"  # private-use characters: never in real text, never touched by a template
-_SENTINEL_RE = re.compile("\ue000(\\d+)\ue001")
-_REASONING = 1_000_000  # sentinel numbers from here on stand for a message's reasoning: message n - _REASONING
-REASONING_FIELDS = ("reasoning_content", "reasoning", "thinking")  # where templates read an assistant's reasoning
-_TEMPLATE_KEYS = {"role", "content", "tool_calls", "tool_call_id", "name", *REASONING_FIELDS}
 _CACHE_LIMIT = 50_000  # entries per cache: agent data makes almost every conversation's shape new
 
 
@@ -54,103 +52,11 @@ class ChatFormat:
     call_content: str = "empty"  # a tool-call message without text gets content "" ("empty"), None ("none") or no
     #                              content key ("absent"): whichever form the template renders the calls for
     arguments_as_text: bool = False  # the template writes a call's arguments as given, so they go as a JSON string
+    renders_names: bool = False  # the template shows a user message's "name" (the speaker)
 
     @property
     def template_kwargs(self) -> dict:
         return json.loads(self.kwargs)
-
-
-def render(tokenizer, messages: list[dict], kwargs: dict, add_generation_prompt: bool = False) -> str:
-    """The template's text for these messages (in the template's own fields, see template_message). A template
-    error becomes one UserError quoting its message."""
-    try:
-        return tokenizer.apply_chat_template(
-            [{k: v for k, v in m.items() if k in _TEMPLATE_KEYS} for m in messages], tokenize=False,
-            add_generation_prompt=add_generation_prompt, **kwargs)
-    except UserError:
-        raise
-    except Exception as error:  # jinja2's TemplateError from raise_exception, or a TypeError on a missing variable
-        message = str(error).strip() or type(error).__name__
-        raise UserError(
-            f"the chat template cannot render a conversation of roles {[m['role'] for m in messages]}: {message}. "
-            "It may need inputs plain chat data does not give (tools, documents): pass them with "
-            "CHAT_TEMPLATE_KWARGS, or set CHAT_TEMPLATE to a .jinja template that renders this data") from None
-
-
-def control_token_ids(tokenizer) -> frozenset:
-    """Special tokens: the template's markers (<end_of_turn>, <|im_end|>, </s>, ...). Read once per tokenizer:
-    reading its added tokens takes milliseconds, and agent data asks for them for almost every conversation."""
-    key = (id(tokenizer), len(tokenizer))
-    if key not in _control_ids:
-        _control_ids[key] = frozenset(tokenizer.all_special_ids) | frozenset(
-            i for i, token in tokenizer.added_tokens_decoder.items() if token.special)
-    return _control_ids[key]
-
-
-_control_ids: dict = {}
-
-
-def _edges(text: str) -> tuple[str, str]:
-    """The whitespace that text starts and ends with."""
-    start, end = len(text) - len(text.lstrip()), len(text.rstrip())
-    return (text[:start], text[end:]) if start < end else (text, "")
-
-
-def shape(m: dict) -> tuple:
-    """What a message is apart from its free text: the key under which its renderings are cached.
-
-    A message's content and reasoning are free text (replaced by sentinels in probe renderings); its tool calls,
-    tool_call_id and name are rendered by the template as they are, so they belong to the shape. The whitespace
-    around the content and the reasoning does too: templates strip it, each in its own way and sometimes only in
-    some turns (Qwen3's content.lstrip('\n') in the final reply, reasoning_content.strip('\n')), so the probe
-    renders it and the example keeps whatever the template keeps, as template text."""
-    role, calls = m["role"], m.get("tool_calls")
-    content = m.get("content") or ""
-    content_sentinel = not (role == "assistant" and calls and not content)
-    reasoning = m.get("reasoning") or ""
-    extra = tuple((k, m[k]) for k in ("tool_call_id", "name") if m.get(k) is not None)
-    return (role, content_sentinel, _edges(reasoning) if reasoning.strip() else None,
-            json.dumps(calls, sort_keys=False) if calls else None, extra, _edges(content) if content_sentinel else ("", ""))
-
-
-def template_message(m_shape: tuple, fmt, content: str, reasoning: str = "") -> dict:
-    """A message as the template reads it: its content (the text inside the whitespace the shape holds), reasoning
-    under the field the template renders (reasoning_content, reasoning or thinking), tool calls, tool_call_id and
-    name. `fmt` (a ChatFormat, or None in the first probes) says which fields the template reads."""
-    role, content_sentinel, edges, calls, extra, content_edges = m_shape
-    out = {"role": role, "content": content_edges[0] + content + content_edges[1]}
-    if not content_sentinel:  # a call without text: in the form the template renders calls for
-        empty = fmt.call_content if fmt else "empty"
-        out["content"] = {"empty": "", "none": None}.get(empty)
-        if empty == "absent":
-            del out["content"]
-    field = fmt.reasoning_field if fmt else ""
-    if edges is not None and field:
-        out[field] = edges[0] + reasoning + edges[1]
-    if calls:
-        out["tool_calls"] = json.loads(calls)
-        if fmt and fmt.arguments_as_text:  # DeepSeek's templates concatenate the arguments into their text
-            for call in out["tool_calls"]:
-                call["function"]["arguments"] = json.dumps(call["function"]["arguments"], ensure_ascii=False)
-    out.update(extra)
-    return out
-
-
-def _sentinels(shapes, fmt=None, start: int = 0) -> list[dict]:
-    return [template_message(sh, fmt, _SENTINEL.format(start + i), _SENTINEL.format(_REASONING + start + i))
-            for i, sh in enumerate(shapes)]
-
-
-def _plain(roles) -> tuple:
-    return tuple((r, True, None, None, (), ("", "")) for r in roles)
-
-
-def _span(text: str, index: int):
-    """(start, end) of sentinel `index` in text; None if the template did not render it."""
-    found = [m.span() for m in _SENTINEL_RE.finditer(text) if int(m.group(1)) == index]
-    if len(found) > 1:
-        raise UserError(f"the chat template renders message {index % _REASONING} twice; it cannot be masked reliably")
-    return found[0] if found else None
 
 
 def _closing(tokenizer, tail: str, control: frozenset, stops: frozenset, last_run: bool = False) -> str | None:
@@ -204,7 +110,7 @@ def _remember(cache: dict, key, value):
     return value
 
 
-def _turn(tokenizer, fmt_key, shapes: tuple, i: int, kwargs: dict, control: frozenset, stops: frozenset,
+def reply_turn(tokenizer, fmt_key, shapes: tuple, i: int, kwargs: dict, control: frozenset, stops: frozenset,
           fmt=None) -> _Turn:
     """Reply i of a conversation of these shapes: its inference context and what the model generates after it.
 
@@ -216,21 +122,21 @@ def _turn(tokenizer, fmt_key, shapes: tuple, i: int, kwargs: dict, control: froz
     if key in _turn_cache:
         return _turn_cache[key]
     roles = [sh[0] for sh in shapes[:i + 1]]
-    sentinels = _sentinels(shapes[:i + 1], fmt)
+    sentinels = sentinel_messages(shapes[:i + 1], fmt)
     full = render(tokenizer, sentinels, kwargs)
     prompt = render(tokenizer, sentinels[:i], kwargs, add_generation_prompt=True)
-    own = sorted(s for s in (_span(full, i), _span(full, _REASONING + i)) if s)
+    own = sorted(s for s in (span(full, i), span(full, REASONING + i)) if s)
     calls = shapes[i][3] is not None
     if not own and not calls:
         raise UserError(f"the chat template does not render the assistant message of a conversation of roles "
                         f"{roles}; it cannot be trained")
     _check_rendered(shapes, i, prompt, full)
     # the header: the prompt's text after the last message it shows, and the same stretch of the finished turn
-    marks = list(_SENTINEL_RE.finditer(prompt))
+    marks = list(SENTINEL_RE.finditer(prompt))
     header = prompt[marks[-1].end():] if marks else prompt
-    previous = _span(full, int(marks[-1].group(1))) if marks else (0, 0)
+    previous = span(full, int(marks[-1].group(1))) if marks else (0, 0)
     start = own[0][0] if own else len(full)
-    if previous is None or previous[1] > start or _SENTINEL_RE.search(full[previous[1]:start]):
+    if previous is None or previous[1] > start or SENTINEL_RE.search(full[previous[1]:start]):
         raise UserError(f"the chat template renders a conversation of roles {roles} with messages "
                         "out of order; it cannot be masked reliably")
     rendered = full[previous[1]:]
@@ -247,7 +153,7 @@ def _turn(tokenizer, fmt_key, shapes: tuple, i: int, kwargs: dict, control: froz
         trailing, drop, appended = body[len(completion):], 0, ""
     else:  # nothing closes the final reply (Qwen1.5, SOLAR): its closing is what follows it when the chat goes on
         end = len(full) - len(body) + own_end
-        more = render(tokenizer, sentinels + _sentinels(_plain(["user"]), fmt, i + 1), kwargs)
+        more = render(tokenizer, sentinels + sentinel_messages(plain_shapes(["user"]), fmt, i + 1), kwargs)
         closing = _closing(tokenizer, more[end:], control, stops) if more[:end] == full[:end] else None
         if closing is None:
             raise UserError(f"the chat template closes an assistant reply with {full[end:]!r}, which holds no "
@@ -270,11 +176,11 @@ def _check_rendered(shapes: tuple, i: int, prompt: str, full: str) -> None:
     reasoning): the model never sees it there at inference either."""
     since = max((j for j in range(i) if shapes[j][0] == "assistant"), default=-1) + 1
     for j in range(since, i):
-        if shapes[j][1] and _span(prompt, j) is None:
+        if shapes[j][1] and span(prompt, j) is None:
             raise UserError(f"the chat template leaves the text of message {j} ({shapes[j][0]}) out of the prompt "
                             f"of the reply after it (roles {[sh[0] for sh in shapes[:i + 1]]}): that text would "
                             "never reach the model. Set CHAT_TEMPLATE to a template that renders it, or leave it out")
-    if shapes[i][1] and _span(full, i) is None:
+    if shapes[i][1] and span(full, i) is None:
         raise UserError("the chat template leaves out the text of an assistant message with tool calls (it renders "
                         "only the calls): put the text in an assistant message of its own before the calls")
 
@@ -294,7 +200,7 @@ def _check_calls(calls: list[dict], completion: str) -> None:
                         "call), or set CHAT_TEMPLATE to a template that renders every call")
 
 
-def _plan(tokenizer, fmt: ChatFormat, shapes: tuple, trained: tuple, tools: str = ""):
+def plan_examples(tokenizer, fmt: ChatFormat, shapes: tuple, trained: tuple, tools: str = ""):
     """The examples that train the `trained` replies of a conversation of these shapes, in sentinel space.
 
     Each is (segments, index of its last reply, that reply's _Turn): the example's text through one reply, cut
@@ -309,7 +215,7 @@ def _plan(tokenizer, fmt: ChatFormat, shapes: tuple, trained: tuple, tools: str 
     fmt_key = (id(tokenizer), tokenizer.chat_template, fmt.kwargs, fmt.stop_ids, fmt.reasoning_field, fmt.call_content,
                fmt.arguments_as_text, tools)
     kwargs = _kwargs(fmt, tools)
-    turns = {i: _turn(tokenizer, fmt_key, shapes, i, kwargs, control, frozenset(fmt.stop_ids), fmt) for i in trained}
+    turns = {i: reply_turn(tokenizer, fmt_key, shapes, i, kwargs, control, frozenset(fmt.stop_ids), fmt) for i in trained}
     todo, examples = set(trained), []
     while todo:
         last = max(todo)
@@ -327,23 +233,23 @@ def _keeps_edges(tokenizer, fmt_key, shapes: tuple, i: int, kwargs: dict, contro
     """Whether the template renders reply i with the whitespace around its content as given: its turn equals the
     turn of the same reply without that whitespace, with the whitespace put back around the content."""
     lead, trail = shapes[i][5]
-    plain = _turn(tokenizer, fmt_key, shapes[:i] + (shapes[i][:5] + (("", ""),),), i, kwargs, control,
+    plain = reply_turn(tokenizer, fmt_key, shapes[:i] + (shapes[i][:5] + (("", ""),),), i, kwargs, control,
                   frozenset(fmt.stop_ids), fmt)
-    sentinel = _SENTINEL.format(i)
+    sentinel = SENTINEL.format(i)
     return turn.completion == plain.completion.replace(sentinel, lead + sentinel + trail)
 
 
 def _segments(text: str, spans: list) -> tuple:
     """Cut a sentinel-space rendering into (template text or sentinel number, trained turn or None) segments."""
     cuts = {0, len(text)} | {p for span in spans for p in span[:2]}
-    for m in _SENTINEL_RE.finditer(text):
+    for m in SENTINEL_RE.finditer(text):
         cuts |= {m.start(), m.end()}
     cuts = sorted(cuts)
     out = []
     for a, b in zip(cuts, cuts[1:]):
         piece = text[a:b]
         turn = next((i for s, e, i in spans if s <= a and b <= e), None)
-        m = _SENTINEL_RE.fullmatch(piece)
+        m = SENTINEL_RE.fullmatch(piece)
         out.append((int(m.group(1)) if m else piece, turn))
     return tuple(out)
 
@@ -383,7 +289,7 @@ def _kwargs(fmt: ChatFormat, tools: str) -> dict:
 
 def conversation_examples(tokenizer, fmt: ChatFormat, messages: list[dict], tools=None,
                           train_reasoning: bool = True) -> list[Example]:
-    """The training examples of one conversation (usually one; see _plan).
+    """The training examples of one conversation (usually one; see plan_examples).
 
     Joined, an example's pieces are the template's rendering of the conversation through its last trained
     reply (check_rendering proves it for the real contents). Replies marked train=False stay as context;
@@ -393,14 +299,14 @@ def conversation_examples(tokenizer, fmt: ChatFormat, messages: list[dict], tool
     trained = tuple(i for i, m in enumerate(messages) if m["role"] == "assistant" and m.get("train", True))
     tools = _tools_json(tools)
     out = []
-    plan, reshaped = _plan(tokenizer, fmt, shapes, trained, tools)
+    plan, reshaped = plan_examples(tokenizer, fmt, shapes, trained, tools)
     for segments, last, turn in plan:
         pieces, after_own = [], set()
         for part, in_turn in segments:
             is_trained = in_turn is not None
             if isinstance(part, int):
-                m = messages[part % _REASONING]
-                if part >= _REASONING:
+                m = messages[part % REASONING]
+                if part >= REASONING:
                     pieces.append((m["reasoning"].strip(), True, is_trained and train_reasoning, "reasoning", in_turn))
                     continue
                 content = core(m["content"])
@@ -439,8 +345,8 @@ def check_rendering(tokenizer, fmt: ChatFormat, messages: list[dict], example: E
     if text != expected:
         raise UserError(
             "the chat template renders this conversation differently from its probe (it changes message text in a "
-            f"way the masking cannot follow): {first_difference(tokenizer, text, expected)}; first message: "
-            + repr(messages[0]["content"][:60]))
+            "way the masking cannot follow)",
+            f"{first_difference(tokenizer, text, expected)}; first message: {messages[0]['content'][:60]!r}")
 
 
 def first_difference(tokenizer, ours: str, template: str) -> str:
@@ -459,12 +365,6 @@ def template_messages(messages: list[dict], fmt: ChatFormat) -> list[dict]:
     """Messages in the template's own fields, with their real text."""
     return [template_message(shape(m), fmt, core(m.get("content") or ""), (m.get("reasoning") or "").strip())
             for m in messages]
-
-
-def core(text: str) -> str:
-    """A message's text inside its surrounding whitespace (which the shape holds)."""
-    lead, trail = _edges(text)
-    return text[len(lead):len(text) - len(trail)]
 
 
 def prompt_messages(messages: list[dict], fmt: ChatFormat) -> list[dict]:

@@ -124,7 +124,8 @@ def read_conversations(path: str):
 def record_messages(record, key: str | None, where: str) -> list:
     """One record's raw messages. Its tool definitions ({"messages": [...], "tools": [...]}) and a ShareGPT
     record's own system prompt ({"conversations": [...], "system": "..."}) travel with them: the tools as the
-    first message's "tools" (see conversation_tools), the system prompt as a leading system message."""
+    first message's "tools" (see conversation_tools), the system prompt as a leading system message. The record's
+    other keys are named to the first message as "_record_keys": nothing reads them, and the summary says so."""
     if key is None:
         messages = record
     elif isinstance(record, dict) and key in record:
@@ -134,6 +135,9 @@ def record_messages(record, key: str | None, where: str) -> list:
     if not isinstance(messages, list):
         raise UserError(f"{where}: expected a list of messages, found {type(messages).__name__}")
     if isinstance(record, dict):
+        unread = sorted(k for k, v in record.items() if v is not None and k not in (key, "tools", "system"))
+        if unread and messages and isinstance(messages[0], dict):  # counted with the first message's own keys
+            messages = [dict(messages[0], _record_keys=unread)] + messages[1:]
         system = record.get("system")
         if isinstance(system, str) and system.strip() and not (
                 messages and isinstance(messages[0], dict) and messages[0].get("role", messages[0].get("from")) == "system"):

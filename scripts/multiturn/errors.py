@@ -3,7 +3,12 @@
 
 class UserError(Exception):
     """A problem the user can fix (bad data, bad setting, a template that cannot render the data).
-    The scripts print it as one ERROR line, without a traceback."""
+    The scripts print it as one ERROR line, without a traceback. `detail`, where given, is what differs from one
+    instance of the same problem to the next (where in the text): reports count the problem without it."""
+
+    def __init__(self, message: str = "", detail: str = ""):
+        super().__init__(message + (f": {detail}" if detail else ""))
+        self.kind, self.detail = message, detail
 
 
 def run(main) -> None:

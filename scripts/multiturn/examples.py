@@ -133,20 +133,23 @@ def prepare_batch(batch: dict, indices: list, tokenizer, fmt: ChatFormat, cfg: d
     conversations = [for_template(json.loads(c), fmt) for c in batch["conversation"]]
     if cfg["TRAIN_ON"] == "last":  # decided on the whole conversation, before any split
         conversations = [only_last_reply_trained(c) for c in conversations]
-    per_conversation = []
+    per_conversation, failures = [], []
     for messages, source in zip(conversations, batch["source"]):
         try:
             examples = conversation_examples(tokenizer, fmt, messages, conversation_tools(messages),
                                              cfg["TRAIN_REASONING"])
             for example in examples:
                 check_rendering(tokenizer, fmt, messages, example)
-        except UserError as error:  # the template's own message (Llama 3.1: one call per turn), and where
-            raise UserError(f"{source}: {error}") from None
+            failure = ""
+        except UserError as error:  # the template's own message (Llama 3.1: one call per turn): counted, with where
+            examples, failure = [], json.dumps([error.kind, error.detail, source])
         per_conversation.append(examples)
+        failures.append(failure)
     tokenized = iter(encode_examples(tokenizer, [e for examples in per_conversation for e in examples]))
-    out = {"input_ids": [], "labels": [], "conversation_index": [], "stats": []}
+    out = {"input_ids": [], "labels": [], "conversation_index": [], "stats": [], "failure": []}
 
-    for index, messages, rendered in zip(indices, conversations, per_conversation):
+    for index, messages, rendered, failure, source in zip(indices, conversations, per_conversation, failures,
+                                                          batch["source"]):
         def tokenize(msgs, tools=conversation_tools(messages)):  # a window of the conversation keeps its tools
             return tokenize_conversation(tokenizer, fmt, msgs, True, tools, cfg["TRAIN_REASONING"])
 
@@ -159,10 +162,13 @@ def prepare_batch(batch: dict, indices: list, tokenizer, fmt: ChatFormat, cfg: d
             stats["extra tokens: context repeated in those examples"] += (
                 sum(len(ids) for ids, _ in examples) - max(len(ids) for ids, _ in examples))
         if max((len(ids) for ids, _ in examples), default=0) > cfg["MAX_SEQ_LENGTH"]:
-            examples, cut = fit_conversation(
-                tokenize, messages, cfg["MAX_SEQ_LENGTH"], cfg["LONG_CONVERSATIONS"], cfg["OVERLONG_EXCHANGE"]
-            )
-            stats.update(cut)
+            try:
+                examples, cut = fit_conversation(
+                    tokenize, messages, cfg["MAX_SEQ_LENGTH"], cfg["LONG_CONVERSATIONS"], cfg["OVERLONG_EXCHANGE"]
+                )
+                stats.update(cut)
+            except UserError as error:  # a window of it the template cannot render
+                examples, stats, failure = [], Counter(), json.dumps([error.kind, error.detail, source])
         if not examples:  # keep an empty row so that the counts survive; it is filtered out afterwards
             examples = [([], [])]
         for n, (ex_ids, ex_labels) in enumerate(examples):
@@ -170,6 +176,7 @@ def prepare_batch(batch: dict, indices: list, tokenizer, fmt: ChatFormat, cfg: d
             out["labels"].append(ex_labels)
             out["conversation_index"].append(index)
             out["stats"].append(json.dumps(stats) if n == 0 else "{}")
+            out["failure"].append(failure if n == 0 else "")
     return out
 
 
@@ -221,7 +228,7 @@ def prepare_dataset(conversations, tokenizer, fmt: ChatFormat, cfg: dict, name: 
         function, kwargs = _prepare_batch_shared, {"key": key}
     # token ids fit 32 bits (vocabularies are far below 2**31): half the memory and disk of datasets' default
     features = Features({"input_ids": List(Value("int32")), "labels": List(Value("int32")),
-                         "conversation_index": Value("int64"), "stats": Value("string")})
+                         "conversation_index": Value("int64"), "stats": Value("string"), "failure": Value("string")})
     try:
         dataset = dataset.map(
             function, batched=True, batch_size=256, num_proc=num_proc, remove_columns=dataset.column_names,
@@ -238,11 +245,37 @@ def prepare_dataset(conversations, tokenizer, fmt: ChatFormat, cfg: dict, name: 
     for chunk in dataset.data.column("stats").chunks:  # chunk by chunk: a million rows never sit in Python lists
         for s in chunk.filter(pc.not_equal(chunk, "{}")).to_pylist():
             stats.update(json.loads(s))
+    left_out = unrenderable(dataset, cfg, path or f"{name} data")
+    if left_out:
+        stats["conversations left out: the template cannot render them (UNRENDERABLE_CONVERSATIONS)"] = left_out
     lengths = pc.list_value_length(dataset.data.column("input_ids")).to_numpy()
     if (lengths == 0).any():
         dataset = dataset.select((lengths > 0).nonzero()[0])
-    dataset = dataset.remove_columns(["stats"])
+    dataset = dataset.remove_columns(["stats", "failure"])
     return dataset, stats
+
+
+def unrenderable(dataset, cfg: dict, label: str) -> int:
+    """The conversations the template cannot render faithfully, read off the examples' "failure" column: one
+    report of them all, each kind of problem with its count and first places (or, with
+    UNRENDERABLE_CONVERSATIONS="leave_out", their count: they are left out)."""
+    import pyarrow.compute as pc
+
+    from .validation import REPORT_PLACES, data_report
+
+    kinds, count = {}, 0
+    for chunk in dataset.data.column("failure").chunks:
+        for text in chunk.filter(pc.not_equal(chunk, "")).to_pylist():
+            kind, detail, source = json.loads(text)
+            count += 1
+            n, first = kinds.get(kind, (0, []))
+            if len(first) < REPORT_PLACES:
+                first = first + [source + (f" ({detail})" if detail and not first else "")]
+            kinds[kind] = (n + 1, first)
+    if count and cfg["UNRENDERABLE_CONVERSATIONS"] != "leave_out":
+        raise UserError(data_report(label, kinds, "problems the chat template cannot render faithfully (set "
+                                    "--unrenderable_conversations=leave_out to leave them out)", count))
+    return count
 
 
 def token_counts(dataset) -> dict:

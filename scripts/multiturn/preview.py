@@ -74,6 +74,10 @@ def check_template_support(fmt: ChatFormat, features: Counter, cfg: dict, log) -
             raise UserError(f"{features[feature]} {feature.split(' with ')[0]} carry {what}, which the chat template "
                             f"of {model} does not render: set CHAT_TEMPLATE to a .jinja template of this model "
                             "family that renders tools, or use a model whose template does")
+    names = features["_messages with a speaker's name"]
+    if names:
+        log(f"NOTE: {names} messages carry a speaker's 'name', which is given to the chat template of {model}"
+            + ("" if fmt.renders_names else ", which does not render it: the names are left out"))
     left_out = features["assistant messages with reasoning" if fmt.drops_inline_reasoning else "_reasoning given apart"]
     if left_out and not fmt.reasoning_field:
         log(f"NOTE: {left_out} assistant messages carry reasoning, which the chat template of {model} does not "
@@ -83,17 +87,23 @@ def check_template_support(fmt: ChatFormat, features: Counter, cfg: dict, log) -
             "reasoning to train it")
 
 
-def print_summary(log, fmt_name, fmt: ChatFormat, problems: Counter, n_raw: int, n_kept: int, counts: dict,
-                  cut_stats: Counter, name: str, held_out: int = 0) -> None:
-    log(f"data ({name}): {fmt_name}")
+def print_summary(log, data, counts: dict, cut_stats: Counter, name: str, held_out: int = 0) -> None:
+    """One part's summary (a validation.Data): its sources, what was read and how, what was repaired or left out,
+    and its examples."""
+    log(f"data ({name}): {data.found}")
     share = counts["trained_tokens"] / counts["tokens"] if counts["tokens"] else 0.0
-    rows = [("conversations read", n_raw), *([("held out for evaluation", held_out)] if held_out else []),
-            ("conversations kept", n_kept),
-            *[(k, v) for k, v in sorted(problems.items())], *[(k, v) for k, v in sorted(cut_stats.items())],
+    weighted = any(s["weight"] != 1 for s in data.sources)
+    rows = [("conversations read", data.read), *([("held out for evaluation", held_out)] if held_out else []),
+            ("conversations " + ("taken (source weights)" if weighted else "kept"), data.kept),
+            *sorted(data.read_as.items()), *sorted(data.problems.items()), *sorted(cut_stats.items()),
             ("training examples", counts["examples"]), ("tokens", counts["tokens"]),
             ("trained tokens", f"{counts['trained_tokens']} ({share:.1%})"),
             ("example length p50 / p90 / p99 / max",
              f"{counts['p50']} / {counts['p90']} / {counts['p99']} / {counts['max']}")]
+    if len(data.sources) > 1 or weighted:  # read / kept / held out / taken, per source
+        rows[1:1] = [(f"source {s['path']} (weight {s['weight']:g})",
+                      f"{s['read']} read / {s['kept']} kept / {s['held']} held out / {s['taken']} taken")
+                     for s in data.sources]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         log(f"  {k:<{width}}  {v}")
@@ -106,11 +116,10 @@ def summarize(log, train, evaluation, train_set, eval_set, cut_stats: Counter, f
     from .examples import token_counts
 
     counts = token_counts(train_set)
-    held_out = evaluation.kept if evaluation and not cfg["EVAL_DATA_PATH"] else 0
-    print_summary(log, train.found, fmt, train.problems, train.read, train.kept, counts, cut_stats, "train", held_out)
+    held_out = evaluation.kept if evaluation and cfg["EVAL_DATA_PATH"] in ("", []) else 0
+    print_summary(log, train, counts, cut_stats, "train", held_out)
     if eval_set is not None:
-        print_summary(log, evaluation.found, fmt, evaluation.problems, evaluation.read, evaluation.kept,
-                      token_counts(eval_set), Counter(), "eval")
+        print_summary(log, evaluation, token_counts(eval_set), Counter(), "eval")
     if counts["trained_tokens"] == 0:
         raise UserError("no token is left to train on: every assistant reply was dropped or marked train=false")
     for name, n in features.items():

@@ -10,6 +10,7 @@ from .errors import UserError
 
 
 EITHER_AUTO_OR_BOOL = ("PADDING_FREE", "TRAIN_CONTROL_TOKENS")  # "auto", True or False
+SOURCES = ("DATA_PATH", "EVAL_DATA_PATH")  # a path, or a list of sources (sources.parse_sources)
 
 
 def parse_overrides(argv: list[str], defaults: dict) -> dict:
@@ -58,9 +59,10 @@ def set_value(config: dict, defaults: dict, name: str, value, raw: str, where: s
         value = float(value)
     if key in EITHER_AUTO_OR_BOOL and value in ("True", "False"):
         value = value == "True"
-    elif isinstance(default, str) and not isinstance(value, str) and key not in EITHER_AUTO_OR_BOOL:
+    elif isinstance(default, str) and not isinstance(value, str) and key not in EITHER_AUTO_OR_BOOL and not (
+            key in SOURCES and isinstance(value, list)):
         value = raw  # e.g. --run_name=2024 stays a string where a string is expected
-    expected = (str, bool) if key in EITHER_AUTO_OR_BOOL else (type(default),)
+    expected = (str, bool) if key in EITHER_AUTO_OR_BOOL else (str, list) if key in SOURCES else (type(default),)
     if type(value) not in expected:
         shown = f"{name!r}: {raw}{where}" if where else f"--{name}={raw}"
         raise UserError(f"{shown}: expected {type(default).__name__} like {default!r}, got {type(value).__name__}")
@@ -77,6 +79,8 @@ def check_config(c: dict) -> None:
         "PADDING_FREE": ("auto", True, False),
         "PRECISION": ("auto", "bf16", "fp32"),
         "TRAIN_CONTROL_TOKENS": ("auto", True, False),
+        "NON_TEXT_CONVERSATIONS": ("error", "leave_out"),
+        "UNRENDERABLE_CONVERSATIONS": ("error", "leave_out"),
     }
     for key, allowed in choices.items():
         if c[key] not in allowed:
@@ -91,6 +95,11 @@ def check_config(c: dict) -> None:
         raise UserError(f"learning_rate must be positive, got {c['LEARNING_RATE']}")
     if c["MAX_STEPS"] <= 0 and c["NUM_TRAIN_EPOCHS"] <= 0:
         raise UserError("set num_train_epochs > 0 or max_steps > 0")
+    from .sources import parse_sources
+
+    parse_sources(c["DATA_PATH"], "DATA_PATH")
+    if c["EVAL_DATA_PATH"] not in ("", []):
+        parse_sources(c["EVAL_DATA_PATH"], "EVAL_DATA_PATH")
     roles = ("user", "assistant", "system", "tool", None)
     if not all(isinstance(k, str) and v in roles for k, v in c["ROLE_MAP"].items()):
         raise UserError(f"role_map must map the data's role names to 'user', 'assistant', 'system', 'tool' or None, "

@@ -5,9 +5,9 @@ chat_format needs to render and mask any conversation."""
 import json
 from pathlib import Path
 
-from .chat_format import (
-    _REASONING, _SENTINEL, _SENTINEL_RE, REASONING_FIELDS, ChatFormat, _plain, _plan, _sentinels, _span, _turn,
-    control_token_ids, render,
+from .chat_format import ChatFormat, plan_examples, reply_turn
+from .sentinels import (
+    REASONING, REASONING_FIELDS, SENTINEL, SENTINEL_RE, control_token_ids, plain_shapes, render, sentinel_messages, span,
 )
 from .errors import UserError
 
@@ -32,14 +32,14 @@ def detect_chat_format(tokenizer, kwargs: dict | None = None, stop_ids=()) -> Ch
     stop_ids = tuple(sorted({*stop_ids, *([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])}))
     if not getattr(tokenizer, "chat_template", None):
         raise UserError("the tokenizer has no chat template (a base model?): set CHAT_TEMPLATE to a .jinja file")
-    probe = _plain(["user", "assistant", "user", "assistant"])
-    base = render(tokenizer, _sentinels(probe), kwargs)  # raises one clear error if even plain chat fails
-    if [int(g) for g in _SENTINEL_RE.findall(base)] != [0, 1, 2, 3]:
+    probe = plain_shapes(["user", "assistant", "user", "assistant"])
+    base = render(tokenizer, sentinel_messages(probe), kwargs)  # raises one clear error if even plain chat fails
+    if [int(g) for g in SENTINEL_RE.findall(base)] != [0, 1, 2, 3]:
         raise UserError("the chat template does not render each message's content once and in order; "
                         "it cannot be masked reliably")
     system = _system_handling(tokenizer, kwargs)
     strip_roles = set()
-    padded = " \n" + _SENTINEL.format(9) + " \n"
+    padded = " \n" + SENTINEL.format(9) + " \n"
     for role in ("system", "user", "assistant"):
         if role == "system" and system == "folded":
             continue
@@ -55,37 +55,47 @@ def detect_chat_format(tokenizer, kwargs: dict | None = None, stop_ids=()) -> Ch
     draft = ChatFormat(json.dumps(kwargs, sort_keys=True), system, frozenset(strip_roles), "", (), True, "", "", "",
                        stop_ids)
     fmt_key = (id(tokenizer), tokenizer.chat_template, draft.kwargs, stop_ids, "", "empty", False, "")
-    roles = _plain(("system",) * (system != "folded") + ("user", "assistant", "user", "assistant"))
+    roles = plain_shapes(("system",) * (system != "folded") + ("user", "assistant", "user", "assistant"))
     last = len(roles) - 1
-    turn = _turn(tokenizer, fmt_key, roles, last, kwargs, control, frozenset(stop_ids))
-    closing = turn.completion[_span(turn.completion, last)[1]:]  # what follows the content in the completion
-    preserving = len(_plan(tokenizer, draft, roles, (last - 2, last))[0]) == 1
+    turn = reply_turn(tokenizer, fmt_key, roles, last, kwargs, control, frozenset(stop_ids))
+    closing = turn.completion[span(turn.completion, last)[1]:]  # what follows the content in the completion
+    preserving = len(plan_examples(tokenizer, draft, roles, (last - 2, last))[0]) == 1
     default_system, addition = _system_texts(tokenizer, kwargs, system)
     tools = _tool_support(tokenizer, kwargs)
     return ChatFormat(draft.kwargs, system, frozenset(strip_roles), closing,
                       tuple(tokenizer(closing, add_special_tokens=False)["input_ids"]), preserving, turn.extra,
                       default_system, addition, stop_ids, _reasoning_field(tokenizer, kwargs),
-                      *tools[:3], _drops_inline_reasoning(tokenizer, kwargs), *tools[3:])
+                      *tools[:3], _drops_inline_reasoning(tokenizer, kwargs), *tools[3:],
+                      _renders_names(tokenizer, kwargs))
+
+
+def _renders_names(tokenizer, kwargs: dict) -> bool:
+    """Whether the template shows a user message's "name" (OpenAI's speaker name) anywhere in its rendering."""
+    name = "probe_speaker_name"
+    try:
+        return name in render(tokenizer, [{"role": "user", "content": "u", "name": name}], kwargs)
+    except UserError:
+        return False
 
 
 def _drops_inline_reasoning(tokenizer, kwargs: dict) -> bool:
     """Whether the template cuts reasoning written inline (<think>...</think> opening the content) out of a
     finished reply, even the last one (DeepSeek-R1's distilled models): it never renders it to train."""
-    inline = "<think>\n" + _SENTINEL.format(5) + "\n</think>\n\n" + _SENTINEL.format(6)
+    inline = "<think>\n" + SENTINEL.format(5) + "\n</think>\n\n" + SENTINEL.format(6)
     try:
         text = render(tokenizer, [{"role": "user", "content": "u"}, {"role": "assistant", "content": inline}], kwargs)
     except UserError:
         return False
-    return _SENTINEL.format(5) not in text and _SENTINEL.format(6) in text
+    return SENTINEL.format(5) not in text and SENTINEL.format(6) in text
 
 
 def _reasoning_field(tokenizer, kwargs: dict) -> str:
     """The field the template renders an assistant's reasoning from, on the final turn: "" if none."""
     for field in REASONING_FIELDS:
         probe = [{"role": "user", "content": "u"},
-                 {"role": "assistant", "content": "a", field: _SENTINEL.format(_REASONING)}]
+                 {"role": "assistant", "content": "a", field: SENTINEL.format(REASONING)}]
         try:
-            if _SENTINEL.format(_REASONING) in render(tokenizer, probe, kwargs):
+            if SENTINEL.format(REASONING) in render(tokenizer, probe, kwargs):
                 return field
         except UserError:
             continue
@@ -105,7 +115,7 @@ def _tool_support(tokenizer, kwargs: dict) -> tuple[bool, bool, bool, str, bool]
         tools = "probe_tool_name" in render(tokenizer, user, dict(kwargs, tools=[PROBE_TOOL]))
     except UserError:
         tools = False
-    result = _SENTINEL.format(7) + '"\n'
+    result = SENTINEL.format(7) + '"\n'
     reply = {"role": "tool", "content": result, "tool_call_id": "abcDEF123", "name": "probe_call_name"}
     for as_text in (False, True):
         arguments = '{"x": 1}' if as_text else {"x": 1}
@@ -127,12 +137,12 @@ def _tool_support(tokenizer, kwargs: dict) -> tuple[bool, bool, bool, str, bool]
 def _system_handling(tokenizer, kwargs: dict) -> str:
     # as at inference: the conversation ends with a user turn (Mistral v0.3 and Nemo drop the system prompt of a
     # conversation that ends with a reply: it belongs to the final user turn)
-    s = _sentinels(_plain(["system", "user", "assistant", "user"]))
+    s = sentinel_messages(plain_shapes(["system", "user", "assistant", "user"]))
     try:
         text = tokenizer.apply_chat_template(s, tokenize=False, add_generation_prompt=True, **kwargs)
     except Exception:  # "System role not supported" (Gemma), "Only user and assistant roles" (Mistral v0.1)
         return "folded"
-    order = [int(g) for g in _SENTINEL_RE.findall(text)]
+    order = [int(g) for g in SENTINEL_RE.findall(text)]
     if 0 not in order:  # the template silently drops it (Phi-3 mini): fold it rather than lose it
         return "folded"
     if order.index(0) > order.index(1):
@@ -146,7 +156,7 @@ def _system_texts(tokenizer, kwargs: dict, system: str) -> tuple[str, str]:
     """(text written when no system message is given, prose added to every system turn), for the summary."""
     if system == "folded":
         return "", ""
-    s = _sentinels(_plain(["system", "user"]))
+    s = sentinel_messages(plain_shapes(["system", "user"]))
     without = render(tokenizer, s[1:], kwargs)
     with_system = render(tokenizer, s, kwargs)
     before = without[:without.index(s[1]["content"])]

@@ -4,135 +4,13 @@ report of a data file's problems, each kind once."""
 import json
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .chat_format import split_inline_reasoning
+from .conventions import LeftOut, UnknownRole, validate_message, validate_tool_calls, validate_tools  # noqa: F401
 from .data import ROLE_ALIASES, read_conversations
 from .errors import UserError
-
-
-def _json(value, what: str, where: str):
-    """A JSON-encoded string decoded (tools, tool calls and arguments are often stored so); other values as they are."""
-    if not isinstance(value, str):
-        return value
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError as error:
-        raise UserError(f"{where}: {what} is not valid JSON ({error.msg} at character {error.pos}): "
-                        f"{value[:80]!r}") from None
-
-
-def validate_tool_calls(value, where: str) -> list[dict]:
-    """Tool calls in transformers' form: [{"type": "function", "function": {"name", "arguments": {...}}, "id"?}].
-    Accepted as given there, flat ({"name", "arguments"}), JSON-encoded, or one call alone."""
-    calls = _json(value, "tool_calls", where)
-    calls = [calls] if isinstance(calls, dict) else calls
-    if not isinstance(calls, list) or not calls:
-        raise UserError(f"{where}: tool_calls must be a non-empty list of calls, found {json.dumps(value)[:80]}")
-    out = []
-    for k, call in enumerate(calls):
-        here = f"{where}, tool call {k}"
-        function = call.get("function", call) if isinstance(call, dict) else None
-        if not isinstance(function, dict):
-            raise UserError(f"{here}: expected {{\"type\": \"function\", \"function\": {{\"name\": ..., "
-                            f"\"arguments\": {{...}}}}}}, found {json.dumps(call)[:80]}")
-        name = function.get("name")
-        if not isinstance(name, str) or not name.strip():
-            raise UserError(f"{here}: the call has no function name (\"function\": {{\"name\": ...}})")
-        arguments = function.get("arguments", function.get("parameters"))
-        arguments = {} if arguments is None else _json(arguments, f"the arguments of {name!r}", here)
-        if not isinstance(arguments, dict):
-            raise UserError(f"{here}: the arguments of {name!r} must be a JSON object, found {json.dumps(arguments)[:80]}")
-        normal = {"type": "function", "function": {"name": name, "arguments": arguments}}
-        if isinstance(call, dict) and call.get("id") is not None:
-            normal["id"] = str(call["id"])
-        out.append(normal)
-    return out
-
-
-def validate_tools(value, where: str) -> list[dict]:
-    """A conversation's tool definitions (JSON schema), as transformers passes them: [{"type": "function",
-    "function": {"name", "description", "parameters"}}]; flat definitions ({"name", ...}) are wrapped so."""
-    tools = _json(value, "tools", where)
-    if not isinstance(tools, list):
-        raise UserError(f"{where}: tools must be a list of function definitions, found {type(tools).__name__}")
-    out = []
-    for k, tool in enumerate(tools):
-        function = tool.get("function", tool) if isinstance(tool, dict) else None
-        if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
-            raise UserError(f"{where}: tool {k} has no name; expected {{\"type\": \"function\", \"function\": "
-                            f"{{\"name\": ..., \"description\": ..., \"parameters\": {{...}}}}}}")
-        out.append(tool if "function" in tool else {"type": "function", "function": tool})
-    return out
-
-
-class UnknownRole(UserError):
-    """A message of a role that neither the built-in names nor ROLE_MAP know (reported together: note_roles)."""
-
-
-class LeftOut(Exception):
-    """A conversation holding a role that ROLE_MAP maps to None: left out, counted."""
-
-    def __init__(self, role: str):
-        super().__init__(role)
-        self.role = role
-
-
-def validate_message(message, where: str, role_map: dict | None = None, mapped: dict | None = None) -> dict:
-    """Check one raw message and return it in our form: {"role", "content", "train"}, and where given "reasoning"
-    (from reasoning_content, reasoning or thinking), "tool_calls", "tool_call_id", "name", and on the first
-    message "tools". Raise UserError naming the place. Missing fields may be null (Parquet and datasets rows
-    carry every field of every message)."""
-    if not isinstance(message, dict):
-        raise UserError(f"{where}: expected an object with 'role' and 'content', found {type(message).__name__}")
-    message = {k: v for k, v in message.items() if v is not None}
-    role_map, mapped = role_map or {}, {} if mapped is None else mapped
-    out = {}
-    if "from" in message and "role" not in message:  # ShareGPT
-        if "value" not in message:
-            raise UserError(f"{where}: missing 'value'; each ShareGPT message needs 'from' and 'value'")
-        role, content = message["from"], message["value"]
-        if role == "function_call":  # LLaMA-Factory: the value is the call(s) as JSON
-            out["tool_calls"], content = validate_tool_calls(content, where), ""
-    elif "role" not in message or ("content" not in message and "tool_calls" not in message):
-        missing = [k for k in ("role", "content") if k not in message]
-        raise UserError(f"{where}: missing {' and '.join(repr(k) for k in missing)}; each message needs both")
-    else:
-        role, content = message["role"], message.get("content", "")
-    if isinstance(role, str) and role in role_map:
-        if role_map[role] is None:
-            raise LeftOut(role)
-        mapped[role] = role_map[role]
-        role = role_map[role]
-    if not isinstance(role, str) or role not in ROLE_ALIASES:
-        raise UnknownRole(f"{where}: unknown role {role!r}; expected 'user', 'assistant', 'system' or 'tool' "
-                          "(or set ROLE_MAP)")
-    role = ROLE_ALIASES[role]
-    if role == "tool" and isinstance(content, (dict, list)):  # a structured result: the model reads it as JSON
-        content = json.dumps(content, ensure_ascii=False)
-    if not isinstance(content, str):
-        raise UserError(f"{where}: content must be a string, found {type(content).__name__}")
-    train = message.get("train", True)
-    if not isinstance(train, bool):
-        raise UserError(f"{where}: 'train' must be true or false, found {train!r}")
-    out.update(role=role, content=content, train=train)
-    if message.get("tool_calls") not in (None, []):
-        if role != "assistant":
-            raise UserError(f"{where}: only an assistant message can carry tool_calls (this one is {role!r})")
-        out["tool_calls"] = validate_tool_calls(message["tool_calls"], where)
-    reasoning = next((message[k] for k in ("reasoning_content", "reasoning", "thinking") if message.get(k)), None)
-    if reasoning is not None:
-        if role != "assistant" or not isinstance(reasoning, str):
-            raise UserError(f"{where}: reasoning must be a string on an assistant message")
-        out["reasoning"] = reasoning
-    if role == "tool":
-        for k in ("tool_call_id", "name"):
-            if k in message:
-                out[k] = str(message[k])
-    if "tools" in message:
-        out["tools"] = validate_tools(message["tools"], where)
-    return out
 
 
 def conversation_tools(messages: list[dict]):
@@ -155,14 +33,16 @@ def clean_conversations(raw, path: str, strict: bool, kept: list | None = None) 
 
 
 def clean_conversation(conversation: list, at: str, strict: bool, problems: Counter, role_map: dict | None = None,
-                       places: dict | None = None) -> list[dict] | None:
+                       places: dict | None = None, read: Counter | None = None,
+                       non_text: str = "error") -> list[dict] | None:
     """One conversation validated and repaired, or None where nothing is left to train; soft problems counted.
 
     Structural problems raise UserError naming the message. Soft ones are repaired as a user would expect:
     consecutive messages of one role are merged with a blank line, a leading assistant message and trailing
     user or tool messages are dropped, an empty assistant reply stays as context but is not trained, a
-    conversation with nothing left to train is skipped, and tool calls no result answers are counted. With
-    strict=True each of these is an error.
+    conversation with nothing left to train is skipped, and tool calls no result answers are counted; so is
+    what the data asks that is not done (keys nothing reads). With strict=True each of these is an error. `read`
+    counts how the data's conventions were read (conventions.validate_message).
     """
     def soft(kind: str, where: str):
         if strict:
@@ -171,14 +51,20 @@ def clean_conversation(conversation: list, at: str, strict: bool, problems: Coun
         if places is not None and len(places.setdefault(kind, [])) < REPORT_PLACES:
             places[kind].append(where)
 
-    mapped = {}
+    mapped, seen = {}, Counter()
     try:
-        messages = [validate_message(m, f"{at}, message {j}", role_map, mapped) for j, m in enumerate(conversation)]
+        messages = [validate_message(m, f"{at}, message {j}", role_map, mapped, seen, non_text)
+                    for j, m in enumerate(conversation)]
     except LeftOut as left:
-        problems[f"conversations left out: role {left.role!r} (ROLE_MAP)"] += 1
+        problems[left.kind] += 1
         return None
+    if read is not None:
+        read.update(seen)
     for name, target in mapped.items():
         problems[f"conversations with role {name!r} read as {target!r} (ROLE_MAP)"] += 1
+    for j, m in enumerate(messages):
+        for kind in m.pop("_unheeded", ()):
+            soft(kind, f"{at}, message {j}")
     tools = next((m.pop("tools") for m in messages if "tools" in m), None)
     for j, m in enumerate(messages):
         if m["role"] == "system" and j > 0:
@@ -255,6 +141,7 @@ def conversation_features(messages: list[dict]) -> Counter:
     found["conversations with tool definitions"] += bool(conversation_tools(messages))
     for m in messages:
         found["assistant messages with tool calls"] += bool(m.get("tool_calls"))
+        found["_messages with a speaker's name"] += m["role"] != "tool" and "name" in m
         found["tool results (context, never trained)"] += m["role"] == "tool"
         apart = bool((m.get("reasoning") or "").strip())
         found["_reasoning given apart"] += apart
@@ -272,19 +159,24 @@ class Data:
     kept: int  # conversations kept
     problems: Counter  # soft problems repaired
     features: Counter  # conversation_features, summed
+    read_as: Counter = field(default_factory=Counter)  # how the data's conventions were read (weight 0, parts...)
+    sources: list = field(default_factory=list)  # per source: {"path", "weight", "read", "kept", "held", "taken"}
+    path: str = ""  # the source it was read from
 
 
-def validate_data(path: str, strict: bool, folder: Path | None, name: str, log, role_map: dict | None = None) -> Data:
+def validate_data(path: str, strict: bool, folder: Path | None, name: str, log, role_map: dict | None = None,
+                  non_text: str = "error") -> Data:
     """Read, validate and repair a data source one conversation at a time, writing what is kept to an Arrow file
     in `folder` (memory-mapped back, as `datasets` does): peak memory depends on the batch, not the data size.
     The whole source is read before any problem stops the run: one report names each kind of problem once, with
-    its count and first places (data_report); under STRICT the soft ones too. ROLE_MAP reads the data's own roles.
+    its count and first places (data_report); under STRICT the soft ones too. ROLE_MAP reads the data's own roles;
+    non_text="leave_out" leaves out conversations with image, audio or file parts (NON_TEXT_CONVERSATIONS).
     Without a folder (processes other than the main one) nothing is kept: the errors and counts are the same."""
     from datasets import Dataset, Features, Value
     from datasets.arrow_writer import ArrowWriter
 
     conversations, found = read_conversations(path)
-    problems, features, read, kept = Counter(), Counter(), 0, 0
+    problems, features, read_as, read, kept = Counter(), Counter(), Counter(), 0, 0
     writer = None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -296,14 +188,14 @@ def validate_data(path: str, strict: bool, folder: Path | None, name: str, log, 
     failed = softened = 0  # conversations with a hard problem; with a soft one
 
     def soft_count():
-        return sum(n for kind, n in problems.items() if "(ROLE_MAP)" not in kind)
+        return sum(n for kind, n in problems.items() if not by_setting(kind))
 
     for i, raw in enumerate(conversations):
         read += 1
         where = f"{path}: conversation {i}"
         before = soft_count() if strict else 0
         try:
-            messages = clean_conversation(raw, where, False, problems, role_map, places)
+            messages = clean_conversation(raw, where, False, problems, role_map, places, read_as, non_text)
             softened += strict and soft_count() > before
         except UserError as error:  # read on: every problem of the file is reported at once
             failed += 1
@@ -325,12 +217,17 @@ def validate_data(path: str, strict: bool, folder: Path | None, name: str, log, 
     if errors or roles:
         raise UserError(data_report(path, errors, "problems that stop the run (the first of each conversation)",
                                     failed, roles))
-    soft_places = {k: v for k, v in places.items() if "(ROLE_MAP)" not in k}
+    soft_places = {k: v for k, v in places.items() if not by_setting(k)}
     if strict and soft_places:
         raise UserError(data_report(path, {k: (problems[k], v) for k, v in soft_places.items()},
                                     "soft problems (STRICT is on; fix the data or set --strict=False)", softened))
     dataset = Dataset.from_file(str(folder / f"{name}-conversations.arrow")) if writer is not None else None
-    return Data(dataset, found, read, kept, problems, +features)
+    return Data(dataset, found, read, kept, problems, +features, read_as, path=path)
+
+
+def by_setting(kind: str) -> bool:
+    """A count of what a setting chose (ROLE_MAP, NON_TEXT_CONVERSATIONS), not a problem of the data."""
+    return "(ROLE_MAP)" in kind or "(NON_TEXT_CONVERSATIONS)" in kind
 
 
 REPORT_PLACES = 3  # places named for each kind of problem
@@ -392,32 +289,3 @@ def data_report(path: str, problems: dict, what: str, conversations: int, roles:
     return (f"{path}: {conversations} conversation{'s' * (conversations != 1)} with {what}, of {kinds} "
             f"kind{'s' * (kinds != 1)} (the whole file was read):\n"
             + "\n".join("  " + line for line in lines))
-
-
-def read_train_and_eval(cfg: dict, run_dir: Path, folder: Path | None, log) -> tuple[Data, Data | None]:
-    """The training data and the evaluation data (EVAL_DATA_PATH, or EVAL_FRACTION of whole conversations held
-    out), validated. The main process keeps what it validated in Arrow files in `folder` (memory-mapped: memory
-    does not grow with the data); the others validate alike, for the same errors, and keep nothing."""
-    import random
-
-    from .run_folder import removed_on_error
-
-    with removed_on_error(run_dir, folder):
-        train = validate_data(cfg["DATA_PATH"], cfg["STRICT"], folder, "train", log, cfg["ROLE_MAP"])
-    evaluation = None
-    if cfg["EVAL_DATA_PATH"]:
-        with removed_on_error(run_dir, folder):
-            evaluation = validate_data(cfg["EVAL_DATA_PATH"], cfg["STRICT"], folder, "eval", log, cfg["ROLE_MAP"])
-    elif cfg["EVAL_FRACTION"] > 0 and train.kept:
-        order = list(range(train.kept))
-        random.Random(cfg["SEED"]).shuffle(order)
-        held = set(order[:max(1, round(cfg["EVAL_FRACTION"] * train.kept))])
-        split = {part: [i for i in range(train.kept) if (i in held) == (part == "eval")] for part in ("train", "eval")}
-        evaluation = Data(None, train.found, len(held), len(held), Counter(), Counter())
-        if train.conversations is not None:
-            evaluation.conversations = train.conversations.select(split["eval"])
-            train.conversations = train.conversations.select(split["train"])
-        train.kept -= len(held)
-    if not train.kept:
-        raise UserError(f"{cfg['DATA_PATH']}: no conversation is left to train on after validation")
-    return train, evaluation
