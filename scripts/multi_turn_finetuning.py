@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     run_folder.write_config(run_dir, cfg, CONFIG, is_main, log)
     if cfg["PREPARE_ONLY"]:
         if is_main:
-            run_folder.write_prepared(run_dir, train_set, log)
+            run_folder.write_prepared(run_dir, train_set, train.conversations, log)
         return run_dir
 
     # --- model and LoRA

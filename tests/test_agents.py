@@ -196,14 +196,15 @@ def test_sharegpt_function_call_and_observation(ft):
 
 
 def test_llama3_1_parallel_calls_stop_with_the_template_message(corpus_tokenizer, tmp_path):
-    """Llama 3.1's template allows one call per turn: its own message, in one ERROR line naming the conversation."""
+    """Llama 3.1's template allows one call per turn: its own message, in one report naming the conversation."""
     data = tmp_path / "agents.jsonl"
     data.write_text(json.dumps({"messages": trajectory(single_calls=True), "tools": TOOLS}) + "\n"
                     + json.dumps({"messages": trajectory(), "tools": TOOLS}) + "\n")
     result = run_script(f"--model_name={save_tokenizer(corpus_tokenizer('llama3_1'), tmp_path / 'l')}",
                         f"--data_path={data}", "--prepare_only=True", f"--output_dir={tmp_path / 'out'}")
-    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert result.stderr.startswith(f"ERROR: {data}: conversation 1: ") and "single tool-calls" in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 2 and lines[0].startswith("ERROR: "), result.stderr
+    assert lines[1].startswith(f"  {data}: conversation 1: ") and "single tool-calls" in lines[1]
 
 
 def test_tools_for_a_template_without_tools_stop_before_the_model_loads(small_model, tmp_path):

@@ -298,8 +298,8 @@ BAD_INPUTS = {
     ),
     "content-not-a-string": (
         "data.json",
-        json.dumps([GOOD, [msg("user", [{"type": "text", "text": "hi"}]), msg("assistant", "b")]]),
-        ["conversation 1, message 0", "content must be a string, found list"],
+        json.dumps([GOOD, [msg("user", ["hi", "there"]), msg("assistant", "b")]]),
+        ["conversation 1, message 0", "content must be a string or a list of content parts, found list"],
     ),
     "empty-file": ("data.json", "", ["the file is empty", "expected a JSON list of conversations or JSONL"]),
 }
@@ -622,7 +622,8 @@ def test_preparation_in_worker_processes_matches_one_process(ft, tokenizer, fmt,
     dataset, _ = examples.prepare_dataset(conversations, tokenizer, fmt, config(ft), "train")  # one process
     rows = prepared_rows(run.output_dir)
     assert len(rows) == len(dataset) == len(MANY)
-    assert rows == [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in dataset]
+    assert [(r["input_ids"], r["labels"]) for r in rows] == [(r["input_ids"], r["labels"]) for r in dataset]
+    assert [r["source"] for r in rows] == [f"{run.path}: conversation {i}" for i in range(len(MANY))]
     # the function itself, imported as a module, in two processes: the same again, and nothing left behind
     parallel, _ = examples.prepare_dataset(conversations[:2000], tokenizer, fmt, dict(config(ft), NUM_PROC=2), "train")
     assert parallel["input_ids"] == dataset["input_ids"][:2000] and parallel["labels"] == dataset["labels"][:2000]
@@ -881,7 +882,7 @@ def test_many_problems_give_one_bounded_report(ft, tmp_path):
     assert len(lines) <= 1 + validation.REPORT_KINDS
     assert lines[0].startswith(f"{path}: 34 conversations with problems") and "28 kinds" in lines[0]
     assert sum("unknown role" in line for line in lines) == 1 and "'r24' (1 message in 1 conversation" in report
-    assert "content must be a string, found int (3 in all; also" in report
+    assert "content must be a string or a list of content parts, found int (3 in all; also" in report
     assert "missing 'content'" in report and "(4 in all" in report
     assert "'train' must be true or false" in report
 

@@ -140,7 +140,7 @@ def train_flag(message: dict, role: str, where: str, read: Counter, unheeded: li
         if isinstance(yes, bool) and not isinstance(value, bool) or not isinstance(yes, bool) and (
                 isinstance(value, bool) or value not in (yes, no)):
             allowed = "true or false" if isinstance(yes, bool) else f"{yes} (trained) or {no} (context only)"
-            raise UserError(f"{where}: {key!r} ({whose}) must be {allowed}, found {value!r}")
+            raise UserError(f"{where}: {key!r} must be {allowed} ({whose}), found {value!r}")
         wishes[key] = value == yes
     if len(set(wishes.values())) > 1:
         raise UserError(f"{where}: the message's flags disagree on training it: "
@@ -153,7 +153,7 @@ def train_flag(message: dict, role: str, where: str, read: Counter, unheeded: li
         return wish
     if wishes and wish:
         unheeded.append(f"{role} message marked for training ({', '.join(map(repr, wishes))}): never trained here")
-    return False
+    return wish
 
 
 def validate_message(message, where: str, role_map: dict | None = None, mapped: dict | None = None,
@@ -201,7 +201,8 @@ def validate_message(message, where: str, role_map: dict | None = None, mapped: 
     if role == "tool" and isinstance(content, (dict, list)):  # a structured result: the model reads it as JSON
         content = json.dumps(content, ensure_ascii=False)
     if not isinstance(content, str):
-        raise UserError(f"{where}: content must be a string or a list of text parts, found {type(content).__name__}")
+        raise UserError(f"{where}: content must be a string or a list of content parts, found "
+                          f"{type(content).__name__}")
     out.update(role=role, content=content, train=train_flag(message, role, where, read, unheeded))
     if message.get("tool_calls") not in (None, []):
         if role != "assistant":

@@ -147,11 +147,13 @@ def write_config(run_dir: Path, cfg: dict, defaults: dict, is_main: bool, log) -
     log(f"run folder: {run_dir}")
 
 
-def write_prepared(run_dir: Path, train_set, log) -> None:
-    """PREPARE_ONLY's result: prepared.jsonl, one training example (input_ids, labels) per line."""
+def write_prepared(run_dir: Path, train_set, conversations, log) -> None:
+    """PREPARE_ONLY's result: prepared.jsonl, one training example per line: its input_ids and labels, and the
+    conversation it comes from ("source": the data source and the conversation's index there)."""
     with (run_dir / "prepared.jsonl").open("w") as f:
         for row in train_set:
-            f.write(json.dumps({"input_ids": row["input_ids"], "labels": row["labels"]}) + "\n")
+            source = conversations[row["conversation_index"]]["source"]
+            f.write(json.dumps({"input_ids": row["input_ids"], "labels": row["labels"], "source": source}) + "\n")
     log(f"wrote {run_dir / 'prepared.jsonl'} ({len(train_set)} examples); stopping before the model loads")
     shutil.rmtree(run_dir / ".prepared", ignore_errors=True)
 
