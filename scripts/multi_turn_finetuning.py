@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the package beside this file: scripts/multiturn/
 from multiturn import (  # noqa: E402  (light modules: nothing heavy loads before the data is validated)
-    control_tokens, errors, examples, library_patches, model_setup, preview, replies, run_folder, settings, sources,
-    training,
+    control_tokens, errors, examples, library_patches, model_setup, preview, replies, report_page, run_folder, settings,
+    sources, training,
 )
 
 # ----------------------------------------------------------------------------------------------------
@@ -115,10 +115,14 @@ def main(argv: list[str] | None = None) -> Path | None:
         train_set, eval_set, cut_stats = examples.prepare_once(state, run_dir, train, evaluation, tokenizer, fmt,
                                                                cfg)
 
-    # --- show what will be trained
-    preview.summarize(log, train, evaluation, train_set, eval_set, cut_stats, features, fmt, cfg)
+    # --- show what will be trained: the summary and first examples here, many examples token by token in report.html
+    summary, holds = preview.summarize(log, train, evaluation, train_set, eval_set, cut_stats, features, fmt, cfg)
     preview.show_examples(log, train, train_set, tokenizer, fmt, cfg)
     run_folder.write_config(run_dir, cfg, CONFIG, is_main, log)
+    page = report_page.prepared(run_dir, cfg, train, train_set, cut_stats, tokenizer, fmt, summary, holds) \
+        if is_main else None
+    if page:
+        log(f"report: {report_page.write(run_dir, page)}")
     if cfg["PREPARE_ONLY"]:
         if is_main:
             run_folder.write_prepared(run_dir, train_set, train.conversations, log)
@@ -150,6 +154,8 @@ def main(argv: list[str] | None = None) -> Path | None:
             if replies.reply_report(trainer.model, tokenizer, fmt, held, cfg, run_dir, log):
                 log(f"sample replies: {run_dir / 'samples.md'}")
         run_folder.finish(run_dir, log)
+        page["training"] = report_page.training_payload(run_dir)
+        log(f"report: {report_page.write(run_dir, page)} (data, examples, losses, replies)")
     log(f"saved the LoRA adapter, tokenizer and generation config to {run_dir}")
     return run_dir
 

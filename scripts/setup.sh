@@ -2,7 +2,8 @@
 # Set up .venv with the pinned requirements and the small real model that the README's first command trains
 # (on any machine, with or without a GPU).
 # Safe to run again: pip skips what is installed, and the model folder is built once. --export adds the tools of
-# scripts/export.py (about 20 minutes the first time: llama.cpp builds from source).
+# scripts/export.py (about 20 minutes the first time: llama.cpp builds from source) and headless Chromium, which
+# the tests open the report page in.
 set -euo pipefail
 EXPORT=0
 for arg in "$@"; do
@@ -36,6 +37,10 @@ if [ "$EXPORT" = 1 ]; then
     CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF \
       -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF" \
       python -m pip install -q --no-cache-dir "$(grep '^llama-cpp-python==' requirements-export.txt)"
+  fi
+  # headless Chromium: the report page's tests open report.html in it (Debian's package; as root, where apt-get is)
+  if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
   fi
   if [ ! -x .venv-vllm/bin/vllm ]; then
     "${PYTHON:-python3}" -m venv .venv-vllm

@@ -267,8 +267,9 @@ class Example:
     """One training example: its pieces, and how it relates to the template's rendering (for the check)."""
 
     pieces: list  # (text, is_content, trained, kind, turn): the template's own text or a message's text; kind says
-    #               what it is for the preview: "reply", "reasoning", "call" (a tool call), "result" (a tool's), ""
-    #               (other); turn: the index of the trained reply whose generated text it is part of, or None
+    #               what it is for the preview: "reply", "reasoning", "call" (a tool call), "result" (a tool's),
+    #               "user", "system" (their text), "" (the template's); turn: the index of the trained reply whose
+    #               generated text it is part of, or None
     last: int  # index (after system folding) of its last reply, a trained one
     turn: _Turn  # that reply in sentinel space: how the example relates to the template's renderings
     tools: str = ""  # the conversation's tool definitions as JSON, given to the template as tools=
@@ -312,7 +313,7 @@ def conversation_examples(tokenizer, fmt: ChatFormat, messages: list[dict], tool
                 content = core(m["content"])
                 if m["role"] == "tool" and fmt.tool_results_json:
                     content = json.dumps(content, ensure_ascii=False)[1:-1]
-                kind = {"assistant": "reply", "tool": "result"}.get(m["role"], "")
+                kind = {"assistant": "reply", "tool": "result"}.get(m["role"], m["role"])
                 pieces.append((content, True, is_trained, kind, in_turn))
                 if m["role"] == "assistant":
                     after_own.add(part)

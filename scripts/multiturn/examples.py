@@ -241,7 +241,7 @@ def prepare_dataset(conversations, tokenizer, fmt: ChatFormat, cfg: dict, name: 
         )
     finally:
         _FORK_SHARED.pop(key, None)
-    stats = Counter()
+    stats = Stats()
     for chunk in dataset.data.column("stats").chunks:  # chunk by chunk: a million rows never sit in Python lists
         for s in chunk.filter(pc.not_equal(chunk, "{}")).to_pylist():
             stats.update(json.loads(s))
@@ -249,10 +249,37 @@ def prepare_dataset(conversations, tokenizer, fmt: ChatFormat, cfg: dict, name: 
     if left_out:
         stats["conversations left out: the template cannot render them (UNRENDERABLE_CONVERSATIONS)"] = left_out
     lengths = pc.list_value_length(dataset.data.column("input_ids")).to_numpy()
+    stats.warned = warnings(dataset, lengths > 0)
     if (lengths == 0).any():
         dataset = dataset.select((lengths > 0).nonzero()[0])
     dataset = dataset.remove_columns(["stats", "failure"])
     return dataset, stats
+
+
+class Stats(Counter):
+    """What preparation did, counted; and `warned`: the first examples whose conversation was cut or had an
+    exchange dropped (index -> what happened), for the report page."""
+
+    warned: dict = {}
+
+
+def warnings(dataset, kept, limit: int = 1000) -> dict:
+    """The first `limit` examples (indices among the rows kept) whose conversation's stats say more than the cost
+    of exactness (extra examples and tokens): cuts, truncations, dropped exchanges."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    position = np.cumsum(kept) - 1  # a row's index once the empty rows are gone
+    out, offset = {}, 0
+    for chunk in dataset.data.column("stats").chunks:
+        for i in pc.indices_nonzero(pc.not_equal(chunk, "{}")).to_pylist():
+            notes = {k: v for k, v in json.loads(chunk[i].as_py()).items() if not k.startswith("extra ")}
+            if notes and kept[offset + i]:
+                out[int(position[offset + i])] = "; ".join(f"{k}: {v}" for k, v in sorted(notes.items()))
+            if len(out) >= limit:
+                return out
+        offset += len(chunk)
+    return out
 
 
 def unrenderable(dataset, cfg: dict, label: str) -> int:

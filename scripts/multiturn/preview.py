@@ -87,9 +87,9 @@ def check_template_support(fmt: ChatFormat, features: Counter, cfg: dict, log) -
             "reasoning to train it")
 
 
-def print_summary(log, data, counts: dict, cut_stats: Counter, name: str, held_out: int = 0) -> None:
+def print_summary(log, data, counts: dict, cut_stats: Counter, name: str, held_out: int = 0) -> list:
     """One part's summary (a validation.Data): its sources, what was read and how, what was repaired or left out,
-    and its examples."""
+    and its examples. Returns its rows (name, value)."""
     log(f"data ({name}): {data.found}")
     share = counts["trained_tokens"] / counts["tokens"] if counts["tokens"] else 0.0
     weighted = any(s["weight"] != 1 for s in data.sources)
@@ -107,25 +107,26 @@ def print_summary(log, data, counts: dict, cut_stats: Counter, name: str, held_o
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         log(f"  {k:<{width}}  {v}")
+    return [("format", data.found)] + rows
 
 
 def summarize(log, train, evaluation, train_set, eval_set, cut_stats: Counter, features: Counter, fmt: ChatFormat,
-              cfg: dict) -> dict:
-    """The data summary of each part, then the features the data holds (both parts); returns the training set's counts. A run
-    with no trained token left stops here."""
+              cfg: dict) -> tuple[dict, list]:
+    """The data summary of each part, then the features the data holds (both parts); returns the rows of each part
+    and of the features, for the report page. A run with no trained token left stops here."""
     from .examples import token_counts
 
     counts = token_counts(train_set)
     held_out = evaluation.kept if evaluation and cfg["EVAL_DATA_PATH"] in ("", []) else 0
-    print_summary(log, train, counts, cut_stats, "train", held_out)
+    parts = {"train": print_summary(log, train, counts, cut_stats, "train", held_out)}
     if eval_set is not None:
-        print_summary(log, evaluation, token_counts(eval_set), Counter(), "eval")
+        parts["eval"] = print_summary(log, evaluation, token_counts(eval_set), Counter(), "eval")
     if counts["trained_tokens"] == 0:
         raise UserError("no token is left to train on: every assistant reply was dropped or marked train=false")
-    for name, n in features.items():
-        if not name.startswith("_"):
-            log(f"  {name}: {n}")
-    return counts
+    shown = [(name, n) for name, n in features.items() if not name.startswith("_")]
+    for name, n in shown:
+        log(f"  {name}: {n}")
+    return parts, shown
 
 
 def show_examples(log, train, train_set, tokenizer, fmt: ChatFormat, cfg: dict) -> None:

@@ -62,13 +62,17 @@ def length_histogram(train_set, max_seq_length: int, bins: int = 40) -> dict:
     return {"counts": counts.tolist(), "edges": [round(float(e), 1) for e in edges], "limit": max_seq_length}
 
 
-def prepared_payload(run_dir: Path, cfg: dict, rows: list, note: str, tokenizer, summary: dict, template: list,
-                     features: list, histogram: dict) -> dict:
-    """What the page shows from the preparation (see write)."""
+def prepared(run_dir: Path, cfg: dict, train, train_set, cut_stats, tokenizer, fmt, summary: dict,
+             features: list) -> dict:
+    """What the page shows once the data is prepared (write() writes it): the summary of each part as the
+    terminal shows it, what the template does, the length histogram, and the examples."""
+    from .template_probes import describe
+
+    rows, note = example_rows(train, train_set, tokenizer, fmt, cfg, getattr(cut_stats, "warned", {}))
     return {"run": run_dir.name, "written": time.strftime("%Y-%m-%d %H:%M:%S"), "model": cfg["MODEL_NAME"],
-            "data": cfg["DATA_PATH"], "summary": summary, "template": template, "features": features,
-            "histogram": histogram, "examples": rows, "note": note, "vocab": vocabulary(tokenizer, rows),
-            "training": None}
+            "data": cfg["DATA_PATH"], "summary": summary, "template": describe(fmt), "features": features,
+            "histogram": length_histogram(train_set, cfg["MAX_SEQ_LENGTH"]), "examples": rows, "note": note,
+            "vocab": vocabulary(tokenizer, rows), "training": None}
 
 
 def training_payload(run_dir: Path) -> dict:

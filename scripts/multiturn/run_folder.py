@@ -12,9 +12,10 @@ from .errors import UserError
 
 
 class ProgressPrinter:
-    """One fixed-format line per logging step; the losses also go to metrics.jsonl in the run folder."""
+    """Every optimizer step's loss to metrics.jsonl in the run folder; one fixed-format line every `every` steps
+    (and at the last), with the mean loss of the steps since the line before."""
 
-    def __init__(self, log, run_dir: Path):
+    def __init__(self, log, run_dir: Path, every: int = 1):
         from transformers import TrainerCallback
 
         printer = self
@@ -28,19 +29,23 @@ class ProgressPrinter:
                     printer.on_log(state, logs or {})
 
         self.callback = _Callback()
-        self.log, self.path = log, run_dir / "metrics.jsonl"
-        self.last_time, self.last_tokens = time.time(), 0
+        self.log, self.path, self.every = log, run_dir / "metrics.jsonl", every
+        self.last_time, self.last_tokens, self.losses = time.time(), 0, []
 
     def on_log(self, state, logs: dict):
         record = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}}
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         if "loss" in logs:
+            self.losses.append(logs["loss"])
+            if state.global_step % self.every and state.global_step != state.max_steps:
+                return
             now, tokens = time.time(), logs.get("num_tokens", 0)
             rate = (tokens - self.last_tokens) / max(now - self.last_time, 1e-9)
             self.last_time, self.last_tokens = now, tokens
             mem = f" | mem {peak_memory_gib():.1f} GiB"
-            self.log(f"step {state.global_step:>5}/{state.max_steps} | loss {logs['loss']:.4f} | "
+            loss, self.losses = sum(self.losses) / len(self.losses), []
+            self.log(f"step {state.global_step:>5}/{state.max_steps} | loss {loss:.4f} | "
                      f"lr {logs.get('learning_rate', 0):.2e} | {rate:,.0f} tok/s{mem}")
         elif "eval_loss" in logs:
             self.log(f"eval  step {state.global_step:>5} | eval loss {logs['eval_loss']:.4f} | "

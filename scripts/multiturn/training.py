@@ -39,7 +39,8 @@ def training_arguments(cfg: dict, run_dir: Path, bf16: bool, padding_free: bool,
         per_device_train_batch_size=cfg["BATCH_SIZE"], per_device_eval_batch_size=cfg["BATCH_SIZE"],
         gradient_accumulation_steps=cfg["GRADIENT_ACCUMULATION_STEPS"], learning_rate=cfg["LEARNING_RATE"],
         lr_scheduler_type=cfg["LR_SCHEDULER"], warmup_steps=cfg["WARMUP_RATIO"], weight_decay=cfg["WEIGHT_DECAY"],
-        max_grad_norm=cfg["MAX_GRAD_NORM"], bf16=bf16, logging_steps=cfg["LOGGING_STEPS"],
+        max_grad_norm=cfg["MAX_GRAD_NORM"], bf16=bf16,
+        logging_steps=1,  # every step's loss in metrics.jsonl (the report page); the terminal every LOGGING_STEPS
         eval_strategy="steps" if evaluates and cfg["EVAL_STEPS"] > 0 else "no",
         eval_steps=cfg["EVAL_STEPS"] or None,
         save_strategy="steps" if cfg["SAVE_STEPS"] > 0 else "no", save_steps=cfg["SAVE_STEPS"] or 500,
@@ -58,7 +59,7 @@ def make_trainer(model, args, train_set, eval_set, tokenizer, peft_config, run_d
     """The trainer, with our progress line in place of its raw dicts; says the effective batch."""
     from transformers import PrinterCallback
 
-    progress = ProgressPrinter(log, run_dir)
+    progress = ProgressPrinter(log, run_dir, cfg["LOGGING_STEPS"])
     trainer = make_trainer_class()(
         model=model, args=args, train_dataset=train_set.remove_columns(["conversation_index"]),
         eval_dataset=eval_set.remove_columns(["conversation_index"]) if eval_set is not None else None,
