@@ -36,7 +36,8 @@ from multiturn.template_probes import detect_chat_format  # noqa: E402
 from multiturn import errors  # noqa: E402
 from multiturn.errors import UserError  # noqa: E402
 from multiturn.model_setup import (  # noqa: E402  (the model loaded as training loaded it)
-    as_id_list, load_base, quantization_config, quantization_problem, run_tokenizer,
+    as_id_list, cpu_has_native_bf16, load_base, quantization_config, quantization_problem, quantized_placement,
+    run_tokenizer,
 )
 from multiturn.run_folder import template_kwargs, trained_in_4bit  # noqa: E402
 
@@ -106,11 +107,12 @@ def quantization_kwargs(qlora: bool, cuda: bool, log) -> dict:
     """A QLoRA adapter is best used on the 4-bit base it was trained with: same NF4 settings as training."""
     if not qlora:
         return {}
-    if quantization_problem(cuda):
-        log("note: a QLoRA run, but " + ("no CUDA here" if not cuda else "bitsandbytes is not installed")
-            + ": the base is loaded unquantized, so replies can differ slightly from the 4-bit model it was trained with")
+    if quantization_problem():
+        log("note: a QLoRA run, but bitsandbytes is not installed: the base is loaded unquantized, so replies can "
+            "differ slightly from the 4-bit model it was trained with")
         return {}
-    return {"quantization_config": quantization_config(), "device_map": {"": 0}}
+    return {"quantization_config": quantization_config(cuda or cpu_has_native_bf16()),
+            "device_map": quantized_placement(cuda)}
 
 
 def stop_token_ids(path: Path, model, tokenizer, log) -> list[int]:

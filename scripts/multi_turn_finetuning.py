@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     bf16 = model_setup.training_precision(cfg, cuda, log)
     attn, padding_free = model_setup.attention_and_batching(cfg, cuda, log)
     args = training.training_arguments(cfg, run_dir, bf16, padding_free, eval_set is not None, cuda)
-    model = model_setup.load_model(cfg, attn, bf16, state.local_process_index, fmt, tokenizer)
+    model = model_setup.load_model(cfg, attn, bf16, state.local_process_index, fmt, tokenizer, log)
     peft_config = model_setup.lora_config(cfg)
     # PEFT trains these rows apart from the frozen embedding; with tied embeddings it serves them to the LM head too
     token_rows = control_tokens.control_tokens_to_train(model, tokenizer, train_set, cfg, state, log)

@@ -85,25 +85,28 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-def quantization_problem(cuda: bool) -> str | None:
-    """Why LOAD_IN_4BIT cannot run on this machine, or None. Asked before any weights are read."""
-    if not cuda:
-        return "load_in_4bit=True needs a CUDA GPU (bitsandbytes 4-bit kernels); set --load_in_4bit=False"
+def quantization_problem() -> str | None:
+    """Why LOAD_IN_4BIT cannot run here, or None. Asked before any weights are read. bitsandbytes has 4-bit
+    kernels for CUDA and for the CPU (since 0.46), so QLoRA runs without a GPU too (slowly)."""
     import importlib.util
 
     if importlib.util.find_spec("bitsandbytes") is None:
-        return ("load_in_4bit=True needs bitsandbytes: pip install -r requirements-gpu.txt, "
-                "or set --load_in_4bit=False")
+        return "load_in_4bit=True needs bitsandbytes: pip install -r requirements.txt, or set --load_in_4bit=False"
     return None
 
 
-def quantization_config():
-    """QLoRA's 4-bit loading: NF4 weights, double quantisation, bf16 compute."""
+def quantization_config(bf16: bool = True):
+    """QLoRA's 4-bit loading: NF4 weights, double quantisation, bf16 compute (fp32 on a CPU without native bf16)."""
     import torch
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch.bfloat16)
+                              bnb_4bit_compute_dtype=torch.bfloat16 if bf16 else torch.float32)
+
+
+def quantized_placement(cuda: bool, device_index: int = 0) -> dict:
+    """Where a 4-bit model is loaded: its process's GPU, or the CPU."""
+    return {"": device_index if cuda else "cpu"}
 
 
 def lora_config(cfg: dict):
@@ -179,7 +182,7 @@ def training_precision(cfg: dict, cuda: bool, log) -> bool:
             "which is only practical for small models")
     elif not torch.cuda.is_bf16_supported():
         raise UserError("this GPU has no bfloat16 support (pre-Ampere); use an A100/H100/L4/RTX 30xx or newer")
-    if cfg["LOAD_IN_4BIT"] and (problem := quantization_problem(cuda)):
+    if cfg["LOAD_IN_4BIT"] and (problem := quantization_problem()):
         raise UserError(problem)
     return bf16
 
@@ -197,7 +200,7 @@ def attention_and_batching(cfg: dict, cuda: bool, log) -> tuple[str, bool]:
     return attn, padding_free
 
 
-def load_model(cfg: dict, attn: str, bf16: bool, device_index: int, fmt: ChatFormat, tokenizer):
+def load_model(cfg: dict, attn: str, bf16: bool, device_index: int, fmt: ChatFormat, tokenizer, log=print):
     """The base model in the run's precision (4-bit with LOAD_IN_4BIT), its generation config stopping after a
     reply."""
     import warnings
@@ -208,8 +211,10 @@ def load_model(cfg: dict, attn: str, bf16: bool, device_index: int, fmt: ChatFor
 
     kwargs = {"dtype": torch.bfloat16 if bf16 else torch.float32, "attn_implementation": attn}
     if cfg["LOAD_IN_4BIT"]:
-        kwargs["quantization_config"] = quantization_config()
-        kwargs["device_map"] = {"": device_index}
+        kwargs["quantization_config"] = quantization_config(bf16)
+        kwargs["device_map"] = quantized_placement(torch.cuda.is_available(), device_index)
+        log(f"weights: 4-bit NF4 with double quantisation (bitsandbytes), computed in {kwargs['dtype']}".replace(
+            "torch.", "") + ("" if torch.cuda.is_available() else ", on the CPU"))
     # A local folder is recorded by its absolute path in adapter_config.json, so that chat.py and
     # merge_adapter.py find the base from any working directory.
     name = cfg["MODEL_NAME"]

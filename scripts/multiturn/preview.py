@@ -54,14 +54,24 @@ def legend(kinds: list | None, color: bool) -> str:
 def token_kinds(tokenizer, fmt: ChatFormat, messages: list[dict], input_ids: list[int], cfg: dict) -> list | None:
     """Each token's kind in the example with these ids, one of the conversation's (None where the example is a
     window that fit_conversation cut: the preview then marks trained text alone)."""
-    messages = for_template(messages, fmt)
-    if cfg["TRAIN_ON"] == "last":
-        messages = only_last_reply_trained(messages)
-    examples = conversation_examples(tokenizer, fmt, messages, conversation_tools(messages), cfg["TRAIN_REASONING"])
-    for ids, _, kinds in tokenize_batch(tokenizer, examples, kinds=True):
-        if ids == list(input_ids):
-            return kinds
-    return None
+    return many_token_kinds(tokenizer, fmt, [(messages, input_ids)], cfg)[0]
+
+
+def many_token_kinds(tokenizer, fmt: ChatFormat, rows: list[tuple], cfg: dict) -> list:
+    """token_kinds of many (messages, input_ids) at once: one tokenizer call for all their examples."""
+    per_row = []
+    for messages, _ in rows:
+        messages = for_template(messages, fmt)
+        if cfg["TRAIN_ON"] == "last":
+            messages = only_last_reply_trained(messages)
+        per_row.append(conversation_examples(tokenizer, fmt, messages, conversation_tools(messages),
+                                             cfg["TRAIN_REASONING"]))
+    encoded = iter(tokenize_batch(tokenizer, [e for examples in per_row for e in examples], kinds=True))
+    out = []
+    for (_, input_ids), examples in zip(rows, per_row):
+        mine = [next(encoded) for _ in examples]
+        out.append(next((kinds for ids, _, kinds in mine if ids == list(input_ids)), None))
+    return out
 
 
 def check_template_support(fmt: ChatFormat, features: Counter, cfg: dict, log) -> None:

@@ -16,25 +16,24 @@ KIND_CODES = {"reply": "r", "reasoning": "z", "call": "c", "result": "t", "user"
 def example_rows(train, train_set, tokenizer, fmt, cfg: dict, warned: dict) -> tuple[list[dict], str]:
     """The examples the page shows: ids, trained flags and each token's kind (the message it belongs to), its
     source and any warning; and a line saying what was left out."""
-    from .preview import token_kinds
+    from .preview import many_token_kinds
     from .token_ids import IGNORE_INDEX
 
     chosen = list(range(min(SHOWN_EXAMPLES, len(train_set))))
     chosen += sorted(k for k in warned if k >= SHOWN_EXAMPLES)[:SHOWN_EXAMPLES]
-    rows, tokens = [], 0
+    rows, tokens, conversations = [], 0, []
     for k in chosen:
         row = train_set[k]
         if tokens + len(row["input_ids"]) > SHOWN_TOKENS:
             break
         tokens += len(row["input_ids"])
-        conversation = train.conversations[row["conversation_index"]] if train.conversations is not None else None
-        messages = json.loads(conversation["conversation"]) if conversation else None
-        kinds = token_kinds(tokenizer, fmt, messages, row["input_ids"], cfg) if messages else None
-        rows.append({"k": k, "source": conversation["source"] if conversation else "",
-                     "ids": row["input_ids"],
+        conversation = train.conversations[row["conversation_index"]]
+        conversations.append((json.loads(conversation["conversation"]), row["input_ids"]))
+        rows.append({"k": k, "source": conversation["source"], "ids": row["input_ids"],
                      "trained": "".join("0" if x == IGNORE_INDEX else "1" for x in row["labels"]),
-                     "kinds": "".join(KIND_CODES.get(x, ".") for x in kinds) if kinds else None,
                      "warning": warned.get(k, "")})
+    for row, kinds in zip(rows, many_token_kinds(tokenizer, fmt, conversations, cfg)):
+        row["kinds"] = "".join(KIND_CODES.get(x, ".") for x in kinds) if kinds else None
     note = f"{len(rows)} of {len(train_set)} examples shown"
     if len(rows) < len(chosen):
         note += f" (the page shows at most {SHOWN_TOKENS:,} tokens)"
