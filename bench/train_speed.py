@@ -242,20 +242,21 @@ def random_model(cfg: dict, attn: str, dtype, device: str):
     return model.to(device)  # already there: from_config builds under the device context
 
 
-def quantized_random_model(cfg: dict, attn: str, work_dir: str | None):
-    """The script's QLoRA load (from_pretrained with its BitsAndBytesConfig) of random bf16 weights saved first."""
+def quantized_random_model(cfg: dict, attn: str, work_dir: str | None, cuda: bool):
+    """The script's QLoRA load (from_pretrained with its BitsAndBytesConfig) of random bf16 weights saved first,
+    on the GPU, or on the CPU (bitsandbytes' CPU kernels; --tiny)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     folder = tempfile.mkdtemp(prefix="gemma2-random-", dir=work_dir)
     try:
-        model = random_model(cfg, "eager", torch.bfloat16, "cuda")
+        model = random_model(cfg, "eager", torch.bfloat16, "cuda" if cuda else "cpu")
         model.save_pretrained(folder, max_shard_size="4GB")
         del model
         free_memory()
         return AutoModelForCausalLM.from_pretrained(folder, quantization_config=model_setup.quantization_config(),
-                                                    dtype=torch.bfloat16,
-                                                    device_map={"": 0}, attn_implementation=attn)
+                                                    dtype=torch.bfloat16, attn_implementation=attn,
+                                                    device_map=model_setup.quantized_placement(cuda))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -311,9 +312,7 @@ def describe_paths(cfg: dict, cuda: bool, budget: int, qlora_budget: int, reques
     out = {}
     for name in requested:
         spec = dict(specs[name])
-        if name == "qlora" and not cuda:
-            spec["skip"] = "QLoRA needs CUDA (bitsandbytes 4-bit kernels): skipped on this machine"
-        elif name == "qlora" and importlib.util.find_spec("bitsandbytes") is None:
+        if name == "qlora" and importlib.util.find_spec("bitsandbytes") is None:
             spec["skip"] = "bitsandbytes is not installed: skipped"
         elif name == "candidate_flex_padding_free" and not cuda:
             spec["skip"] = "flex attention has no backward on the CPU: skipped"
@@ -333,7 +332,7 @@ def run_path(name: str, spec: dict, cfg: dict, plan: list[list[dict]], warmup: i
     result = {k: spec[k] for k in ("attn", "why", "batching", "loss", "quantized", "budget")}
     t0 = time.perf_counter()
     if spec["quantized"]:
-        model = quantized_random_model(cfg, spec["attn"], work_dir)
+        model = quantized_random_model(cfg, spec["attn"], work_dir, cuda)
     else:
         model = random_model(cfg, spec["attn"], dtype, device)
     model = prepare_for_training(model, fused=spec["loss"] == "fused", quantized=spec["quantized"])

@@ -31,7 +31,8 @@ def test_train_speed_tiny(tmp_path):
     # the default path is the script's own choice: on the CPU, eager for a softcapped model, grouped padded batches
     assert (default["attn"], default["loss"], default["batching"]) == ("eager", "fused", "grouped")
     assert "CPU" in default["why"]
-    assert "CUDA" in paths["qlora"]["skipped"] and "CPU" in paths["candidate_flex_padding_free"]["skipped"]
+    assert "CPU" in paths["candidate_flex_padding_free"]["skipped"]
+    assert paths["qlora"]["quantized"] and paths["qlora"]["tokens_per_s"] > 0  # bitsandbytes' CPU kernels
     for path in (original, default):
         assert path["measured_steps"] == report["measured_steps"] == len(path["steps"]) == 2
         assert path["tokens_per_s"] > 0 and path["trained_tokens_per_s"] > 0
@@ -120,3 +121,29 @@ def test_quick_start_smoke(small_model, tmp_path):
     assert report["prompts"] == 2 and len(report["replies_after"]) == 2
     assert 0 <= report["stop_rate_after"] <= 1 and report["setup_s"] is None
     assert report["extra"][0] == "--max_steps=2" and report["versions"]["torch"]
+
+
+def test_gpu_check_tiny(tmp_path):
+    """bash bench/gpu_check.sh --tiny: every part of the GPU check on the CPU, each within its limit, its figures
+    in the output folder, and the summary of them all."""
+    result = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), "--tiny"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300, env={**__import__("os").environ, "OUT": str(tmp_path)})
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    parts = (tmp_path / "parts.txt").read_text().splitlines()
+    assert [p.split(":")[0] for p in parts] == ["default", "original", "qlora", "script"]
+    assert all(": exit 0 in " in p for p in parts), parts
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for name in ("default", "original", "qlora"):
+        assert summary[name]["tokens_per_s"] > 0, name
+    assert summary["default_vs_original_tokens_per_s"] > 0
+    assert summary["script"]["steps"] == 2 and summary["script"]["finished"]
+    assert all(math.isfinite(x) for x in summary["script"]["losses"])
+    assert json.loads((tmp_path / "versions.json").read_text())["bitsandbytes"]
+
+
+def test_report_cost_smoke(small_model, tmp_path):
+    out = tmp_path / "report.json"
+    run_bench("report_cost.py", "--n", "400", "--out", str(out))
+    figures = json.loads(out.read_text())["figures"]
+    assert figures["examples_shown"] == 300 and 0 < figures["report_bytes"] < 5 * 2**20
+    assert figures["report_s"] > 0 and figures["prepare_dataset_s"] > 0
