@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> Path | None:
     # --- model and LoRA
     if not cuda:
         library_patches.lean_cpu_lm_head(log)
+        library_patches.fsdp_on_cpu(log)
     bf16 = model_setup.training_precision(cfg, cuda, log)
     attn, padding_free = model_setup.attention_and_batching(cfg, cuda, log)
     args = training.training_arguments(cfg, run_dir, bf16, padding_free, eval_set is not None, cuda)

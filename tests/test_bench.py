@@ -3,6 +3,7 @@ the same computation on each side. No speed figure is asserted (that is what the
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -127,7 +128,7 @@ def test_gpu_check_tiny(tmp_path):
     """bash bench/gpu_check.sh --tiny: every part of the GPU check on the CPU, each within its limit, its figures
     in the output folder, and the summary of them all."""
     result = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), "--tiny"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=300, env={**__import__("os").environ, "OUT": str(tmp_path)})
+                            text=True, timeout=300, env={**os.environ, "OUT": str(tmp_path)})
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     parts = (tmp_path / "parts.txt").read_text().splitlines()
     assert [p.split(":")[0] for p in parts] == ["default", "original", "qlora", "script"]

@@ -42,3 +42,28 @@ def test_a_changed_internal_switches_its_replacement_off_with_one_warning(monkey
     assert trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE == before, "patched although TRL changed"
     assert len(lines) == 1 and lines[0].startswith("WARNING: the lean CPU LM head is off")
     assert "trl.trainer.utils._use_triton is now (device, extra=None)" in lines[0]
+
+
+def test_fsdp_on_cpu_written_for_the_installed_accelerate():
+    import inspect
+
+    import accelerate
+    from accelerate.state import AcceleratorState
+
+    assert accelerate.__version__ == library_patches.ACCELERATE_VERSION, (
+        f"accelerate {accelerate.__version__} is installed; fsdp_on_cpu was written for "
+        f"{library_patches.ACCELERATE_VERSION}: check whether AcceleratorState still keeps MULTI_CPU under FSDP")
+    assert "fsdp_plugin" in inspect.signature(AcceleratorState.__init__).parameters
+
+
+def test_fsdp_on_cpu_is_off_with_one_warning_for_another_accelerate(monkeypatch):
+    import accelerate
+    from accelerate.state import AcceleratorState
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setattr(accelerate, "__version__", "9.9.9")
+    before = AcceleratorState.__init__
+    lines = []
+    assert library_patches.fsdp_on_cpu(lines.append) is False
+    assert AcceleratorState.__init__ is before
+    assert len(lines) == 1 and "FSDP on the CPU is off" in lines[0] and "trains as DDP" in lines[0]

@@ -99,6 +99,16 @@ def two_process_run(small_model, data_file, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def fsdp_run(small_model, data_file, tmp_path_factory):
+    """FSDP2 on two CPU processes (configs/accelerate/cpu_fsdp_2proc.yaml): the model sharded, batch 1 each."""
+    out = tmp_path_factory.mktemp("fsdp")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "cpu_fsdp_2proc.yaml"),
+           str(SCRIPT), *_overrides(small_model, data_file, out, batch_size=1)]
+    result = _run(cmd)
+    return result, _finished(result, out)
+
+
+@pytest.fixture(scope="module")
 def one_process_run(small_model, data_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("one_process")
     result = _run([sys.executable, str(SCRIPT), *_overrides(small_model, data_file, out, batch_size=2)])
@@ -224,6 +234,42 @@ def test_two_processes_make_the_same_update_as_one_process(two_process_run, one_
 
 
 # ----------------------------------------------------------------------------------------------------
+# (b2) FSDP2 on two CPU processes: the sharded path ends in the same adapter as one process
+
+
+def test_fsdp_shards_the_model_on_two_cpu_processes(fsdp_run):
+    result, run_dir = fsdp_run
+    output = result.stdout + result.stderr
+    assert output.count("FSDP2 on CPU processes (gloo)") == 1, output[-3000:]
+    assert "DistributedDataParallel" not in output and "Reducer" not in output  # not DDP in disguise
+    assert [r["step"] for r in _metrics(run_dir)] == [1, 2]
+    assert not list(run_dir.glob("pytorch_model_fsdp*"))  # the run folder holds a plain PEFT adapter
+
+
+def test_fsdp_matches_one_process(fsdp_run, one_process_run):
+    _, fsdp = fsdp_run
+    _, one = one_process_run
+    assert _listing(fsdp) == _listing(one)
+    steps_fsdp, steps_one = _first_per_step(_metrics(fsdp)), _first_per_step(_metrics(one))
+    for step in (1, 2):
+        a, b = steps_fsdp[step], steps_one[step]
+        assert a["num_tokens"] == b["num_tokens"] and a["loss"] == pytest.approx(b["loss"], rel=1e-4), step
+        # the logged grad_norm differs here (11.9 against 16.5 at step 1), unlike the DDP run's: not yet explained,
+        # so it is not compared (README, limits); the saved update is
+    tensors_fsdp, tensors_one = _tensors(fsdp), _tensors(one)
+    # the one difference: control-token rows are not trained under FSDP (README, limits)
+    assert set(tensors_one) - set(tensors_fsdp) == {"base_model.model.model.embed_tokens.token_adapter."
+                                                    "trainable_tokens_delta"} and set(tensors_fsdp) < set(tensors_one)
+    for name, tensor in tensors_fsdp.items():
+        tensor_one = tensors_one[name]
+        assert tensor.shape == tensor_one.shape, name
+    for name, tensor in ((n, tensors_one[n]) for n in tensors_fsdp):  # the DDP run's tolerance (see above)
+        difference = (tensors_fsdp[name] - tensor).abs()
+        assert difference.max() < (1e-6 if "lora_A" in name else LEARNING_RATE), f"{name}: {difference.max():.3g}"
+    assert any(t.abs().max() > 0 for n, t in tensors_fsdp.items() if "lora_B" in n), "no update was saved"
+
+
+# ----------------------------------------------------------------------------------------------------
 # (c) the launch configs load and validate the way `accelerate launch` reads them
 
 
@@ -242,8 +288,8 @@ def _set_env(monkeypatch, env: dict) -> None:
             monkeypatch.setenv(key, value)
 
 
-@pytest.mark.parametrize("config", ["cpu_2proc.yaml", "ddp.yaml", "fsdp.yaml", "deepspeed_zero3.yaml",
-                                    "multi_node_ddp.yaml"])
+@pytest.mark.parametrize("config", ["cpu_2proc.yaml", "cpu_fsdp_2proc.yaml", "ddp.yaml", "fsdp.yaml",
+                                    "deepspeed_zero3.yaml", "multi_node_ddp.yaml"])
 def test_config_loads_with_accelerate(config):
     from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file
 

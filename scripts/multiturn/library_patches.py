@@ -1,15 +1,17 @@
 """Where this project replaces a library's internals, all in this one module.
 
-Each replacement was written against TRL_VERSION. REPLACED lists every private name used, with the signature it
-had; tests/test_library_patches.py fails when one of them disappears or changes, so that an upgrade of TRL fails
-in the tests instead of silently training slower or differently. At run time a missing name is one WARNING and
-TRL's own path is kept (same results, more time or memory)."""
+Each replacement of TRL was written against TRL_VERSION (fsdp_on_cpu, of accelerate, against ACCELERATE_VERSION).
+REPLACED lists every private name of TRL used, with the signature it had; tests/test_library_patches.py fails when
+one of them disappears or changes, so that an upgrade fails in the tests instead of silently training slower or
+differently. At run time a missing name is one WARNING and the library's own path is kept (same results, more
+time or memory)."""
 
 import contextlib
 import importlib
 import inspect
 
 TRL_VERSION = "1.16.0"  # the version these replacements were written against (requirements.txt pins it)
+ACCELERATE_VERSION = "1.15.0"  # the version fsdp_on_cpu was written against
 
 # the private parts of TRL read or replaced here: (module, name, its signature then, less the return annotation;
 # None for a constant)
@@ -151,3 +153,42 @@ def row_gradients_only(head, log=print):
         yield
     finally:
         trl_utils._ChunkedLogProbFunction = fused
+
+
+def fsdp_on_cpu(log=print) -> bool:
+    """Let an FSDP launch config run FSDP2 on CPU processes, over gloo (configs/accelerate/cpu_fsdp_2proc.yaml).
+
+    accelerate 1.15 switches to FSDP only for accelerator devices: with use_cpu its AcceleratorState stays
+    MULTI_CPU, so `accelerate launch` of an FSDP config on CPUs trains as DDP, and the FSDP path is never run.
+    torch's fully_shard itself runs on CPUs over gloo. This makes the state FSDP there, with the plugin the launch
+    configured; the rest (fully_shard per decoder layer, FULL_STATE_DICT saving, RAM-efficient loading) is
+    accelerate's own. Each later AcceleratorState() copies PartialState's MULTI_CPU back in, so the switch is
+    made after every construction. Only under `accelerate launch` with an FSDP config (ACCELERATE_USE_FSDP)."""
+    import os
+
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true":
+        return False
+    import accelerate
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DistributedType
+
+    if getattr(AcceleratorState.__init__, "fsdp_on_cpu", False):
+        return True
+    if accelerate.__version__ != ACCELERATE_VERSION or "fsdp_plugin" not in inspect.signature(
+            AcceleratorState.__init__).parameters:
+        log(f"WARNING: FSDP on the CPU is off: it replaces internals of accelerate {ACCELERATE_VERSION}, and "
+            f"accelerate {accelerate.__version__} is installed; the run trains as DDP. Pin accelerate=="
+            f"{ACCELERATE_VERSION} (requirements.txt) to keep it")
+        return False
+    original = AcceleratorState.__init__
+
+    def init(self, *args, fsdp_plugin=None, **kwargs):
+        original(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
+        plugin = fsdp_plugin or getattr(self, "fsdp_plugin", None)
+        if self.distributed_type == DistributedType.MULTI_CPU and plugin is not None:
+            self.distributed_type, self.fsdp_plugin = DistributedType.FSDP, plugin
+
+    init.fsdp_on_cpu = True
+    AcceleratorState.__init__ = init
+    log("FSDP2 on CPU processes (gloo): the model is sharded across the processes, as on GPUs")
+    return True
