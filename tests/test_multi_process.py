@@ -109,6 +109,15 @@ def fsdp_run(small_model, data_file, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def one_process_plain_run(small_model, data_file, tmp_path_factory):
+    """One process, batch 2, without trained control-token rows (which FSDP does not train): FSDP's reference."""
+    out = tmp_path_factory.mktemp("one_process_plain")
+    result = _run([sys.executable, str(SCRIPT), *_overrides(small_model, data_file, out, batch_size=2),
+                   "--train_control_tokens=False"])
+    return result, _finished(result, out)
+
+
+@pytest.fixture(scope="module")
 def one_process_run(small_model, data_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("one_process")
     result = _run([sys.executable, str(SCRIPT), *_overrides(small_model, data_file, out, batch_size=2)])
@@ -246,24 +255,20 @@ def test_fsdp_shards_the_model_on_two_cpu_processes(fsdp_run):
     assert not list(run_dir.glob("pytorch_model_fsdp*"))  # the run folder holds a plain PEFT adapter
 
 
-def test_fsdp_matches_one_process(fsdp_run, one_process_run):
+def test_fsdp_matches_one_process(fsdp_run, one_process_plain_run):
+    """The same checks as DDP's against one process, less its control-token row (not trained under FSDP, so the
+    reference leaves it out too: its gradient would be in the one-process run's grad_norm)."""
     _, fsdp = fsdp_run
-    _, one = one_process_run
+    _, one = one_process_plain_run
     assert _listing(fsdp) == _listing(one)
     steps_fsdp, steps_one = _first_per_step(_metrics(fsdp)), _first_per_step(_metrics(one))
     for step in (1, 2):
         a, b = steps_fsdp[step], steps_one[step]
         assert a["num_tokens"] == b["num_tokens"] and a["loss"] == pytest.approx(b["loss"], rel=1e-4), step
-        # the logged grad_norm differs here (11.9 against 16.5 at step 1), unlike the DDP run's: not yet explained,
-        # so it is not compared (README, limits); the saved update is
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-3), step
     tensors_fsdp, tensors_one = _tensors(fsdp), _tensors(one)
-    # the one difference: control-token rows are not trained under FSDP (README, limits)
-    assert set(tensors_one) - set(tensors_fsdp) == {"base_model.model.model.embed_tokens.token_adapter."
-                                                    "trainable_tokens_delta"} and set(tensors_fsdp) < set(tensors_one)
-    for name, tensor in tensors_fsdp.items():
-        tensor_one = tensors_one[name]
-        assert tensor.shape == tensor_one.shape, name
-    for name, tensor in ((n, tensors_one[n]) for n in tensors_fsdp):  # the DDP run's tolerance (see above)
+    assert {k: tuple(v.shape) for k, v in tensors_fsdp.items()} == {k: tuple(v.shape) for k, v in tensors_one.items()}
+    for name, tensor in tensors_one.items():  # the DDP run's tolerance (see above)
         difference = (tensors_fsdp[name] - tensor).abs()
         assert difference.max() < (1e-6 if "lora_A" in name else LEARNING_RATE), f"{name}: {difference.max():.3g}"
     assert any(t.abs().max() > 0 for n, t in tensors_fsdp.items() if "lora_B" in n), "no update was saved"

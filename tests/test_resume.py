@@ -65,6 +65,12 @@ def test_killed_run_resumes_and_continues_its_losses(small_model, data_file, tmp
     assert max(got) == 6  # reached the same final step
     for step in range(3, 7):  # the steps after the resume point match the uninterrupted run
         assert got[step] == pytest.approx(expected[step], rel=1e-3, abs=1e-4), (step, got, expected)
+    # one report page for the whole run: every step once, the resumed steps' losses as logged last
+    page = (run_dir / "report.html").read_text()
+    payload = json.loads(page.split('<script id="payload" type="application/json">')[1].split("</script>")[0]
+                         .replace("<\\/", "</"))
+    assert payload["training"]["loss"] == [[step, got[step]] for step in range(1, 7)]
+    assert list(run_dir.glob("report*")) == [run_dir / "report.html"]
 
 
 def test_finished_run_is_never_overwritten(small_model, data_file, tmp_path):
