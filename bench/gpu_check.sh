@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check: one command for a bare machine with one H100 or H200 (torch, transformers, PEFT and accelerate
-# there; no network; the other packages as wheels in .whl/, see ../shared/device/README.md). At most 6 minutes of
-# wall time in all, in parts that each have their own time limit and write their figures as soon as they have
-# them, so that a hang or an out-of-memory in one part still returns the others:
+# there; no network): the other packages (trl, datasets, bitsandbytes, ... at requirements.txt's versions) come as
+# wheels for its Python in .whl/, downloaded beforehand. At most 6 minutes of wall time in all, in parts that each
+# have their own time limit and write their figures as soon as they have them, so that a hang or an out-of-memory
+# in one part still returns the others:
 #
 #   default    bench/train_speed.py's "default" path: the script's attention choice, batching and fused loss,
 #              on Gemma-2-9b's architecture with random bf16 weights
@@ -35,7 +36,7 @@ if [ "$TINY" = 1 ]; then
   SPEED=(--tiny --steps 1 --warmup 0) MODEL=(--tiny) LIMITS=(60 60 60 90)
   STEPS=(--max_steps=2 --batch_size=2 --gradient_accumulation_steps=1 --max_seq_length=256)
 else
-  SPEED=(--steps 4 --warmup 2) MODEL=(--layers 4) LIMITS=(80 80 110 90)
+  SPEED=(--steps 4 --warmup 2) MODEL=(--layers 4) LIMITS=(75 75 100 80)  # 330 s, and installing the wheels
   STEPS=(--max_steps=6 --batch_size=4 --gradient_accumulation_steps=2 --max_seq_length=2048)
 fi
 "$PY" - > "$OUT_DIR/versions.json" <<'PY'

@@ -89,39 +89,37 @@ def data_file(tmp_path_factory) -> Path:
     return path
 
 
+def _script_run(out: Path, small_model: Path, data_file: Path, config: str | None, *extra: str):
+    """The script in two processes under `accelerate launch --config_file CONFIG` (batch 1 each), or in one
+    process (config None, batch 2): the same global batch. Returns (the process, the finished run folder)."""
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / config)] \
+        if config else [sys.executable]
+    result = _run([*launch, str(SCRIPT), *_overrides(small_model, data_file, out, batch_size=1 if config else 2),
+                   *extra])
+    return result, _finished(result, out)
+
+
 @pytest.fixture(scope="module")
 def two_process_run(small_model, data_file, tmp_path_factory):
-    out = tmp_path_factory.mktemp("two_processes")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "cpu_2proc.yaml"),
-           str(SCRIPT), *_overrides(small_model, data_file, out, batch_size=1)]
-    result = _run(cmd)
-    return result, _finished(result, out)
+    return _script_run(tmp_path_factory.mktemp("two_processes"), small_model, data_file, "cpu_2proc.yaml")
 
 
 @pytest.fixture(scope="module")
 def fsdp_run(small_model, data_file, tmp_path_factory):
     """FSDP2 on two CPU processes (configs/accelerate/cpu_fsdp_2proc.yaml): the model sharded, batch 1 each."""
-    out = tmp_path_factory.mktemp("fsdp")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "cpu_fsdp_2proc.yaml"),
-           str(SCRIPT), *_overrides(small_model, data_file, out, batch_size=1)]
-    result = _run(cmd)
-    return result, _finished(result, out)
+    return _script_run(tmp_path_factory.mktemp("fsdp"), small_model, data_file, "cpu_fsdp_2proc.yaml")
 
 
 @pytest.fixture(scope="module")
 def one_process_plain_run(small_model, data_file, tmp_path_factory):
     """One process, batch 2, without trained control-token rows (which FSDP does not train): FSDP's reference."""
-    out = tmp_path_factory.mktemp("one_process_plain")
-    result = _run([sys.executable, str(SCRIPT), *_overrides(small_model, data_file, out, batch_size=2),
-                   "--train_control_tokens=False"])
-    return result, _finished(result, out)
+    return _script_run(tmp_path_factory.mktemp("one_process_plain"), small_model, data_file, None,
+                       "--train_control_tokens=False")
 
 
 @pytest.fixture(scope="module")
 def one_process_run(small_model, data_file, tmp_path_factory):
-    out = tmp_path_factory.mktemp("one_process")
-    result = _run([sys.executable, str(SCRIPT), *_overrides(small_model, data_file, out, batch_size=2)])
-    return result, _finished(result, out)
+    return _script_run(tmp_path_factory.mktemp("one_process"), small_model, data_file, None)
 
 
 def _metrics(run_dir: Path) -> list[dict]:

@@ -17,8 +17,8 @@ def qlora_run(small_model, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("qlora")
     result = run_script(f"--model_name={small_model}", f"--output_dir={tmp}", "--run_name=q", "--load_in_4bit=True",
                         "--max_steps=8", "--batch_size=2", "--gradient_accumulation_steps=1", "--max_seq_length=256",
-                        "--learning_rate=2e-3", "--lora_dropout=0.0", "--eval_fraction=0.05", "--reply_prompts=2",
-                        "--reply_max_tokens=24", "--save_steps=0", "--preview_examples=0", "--logging_steps=4",
+                        "--learning_rate=2e-3", "--lora_dropout=0.0", "--eval_fraction=0.1", "--reply_prompts=2",
+                        "--reply_max_tokens=64", "--save_steps=0", "--preview_examples=0", "--logging_steps=4",
                         timeout=1500)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return tmp / "q", result
@@ -34,6 +34,7 @@ def test_qlora_trains_on_the_cpu_in_4bit(qlora_run):
     config = json.loads((run_dir / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and (run_dir / "adapter_model.safetensors").stat().st_size > 1_000_000
     assert (run_dir / "report.html").exists() and (run_dir / "DONE").exists()
+    assert (run_dir / "replies.json").exists()  # replies before and after, measured on the 4-bit model
 
 
 def test_qlora_adapter_merges_into_the_unquantized_base(qlora_run, small_model, tmp_path):
@@ -71,5 +72,6 @@ def test_qlora_run_exports_to_gguf(qlora_run):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = run_dir.with_name("q-export")
     assert (out / "model-bf16.gguf").stat().st_size > 100_000_000 and (out / "Modelfile").exists()
-    check = json.loads((out / "runtime_check.json").read_text())
-    assert check["prompts"] == 2 and check["runtimes"], check
+    check = json.loads((out / "runtime_check.json").read_text())  # the held-out prompts in llama.cpp (and vLLM)
+    assert check["prompts"] == 2, check
+    assert check["runtimes"]["llama.cpp model-bf16.gguf"]["prompt_ids_equal"] == 2, check
