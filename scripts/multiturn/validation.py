@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .chat_format import split_inline_reasoning
-from .conventions import LeftOut, UnknownRole, validate_message, validate_tool_calls, validate_tools  # noqa: F401
+from .conventions import LeftOut, UnknownRole, validate_message
 from .data import ROLE_ALIASES, read_conversations
 from .errors import UserError
 
