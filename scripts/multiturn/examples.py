@@ -133,6 +133,9 @@ def prepare_batch(batch: dict, indices: list, tokenizer, fmt: ChatFormat, cfg: d
     conversations = [for_template(json.loads(c), fmt) for c in batch["conversation"]]
     if cfg["TRAIN_ON"] == "last":  # decided on the whole conversation, before any split
         conversations = [only_last_reply_trained(c) for c in conversations]
+    def failed(error: UserError, source: str) -> str:  # the template's own message (Llama 3.1: one call per turn)
+        return json.dumps([error.kind, error.detail, source])
+
     per_conversation, failures = [], []
     for messages, source in zip(conversations, batch["source"]):
         try:
@@ -141,8 +144,8 @@ def prepare_batch(batch: dict, indices: list, tokenizer, fmt: ChatFormat, cfg: d
             for example in examples:
                 check_rendering(tokenizer, fmt, messages, example)
             failure = ""
-        except UserError as error:  # the template's own message (Llama 3.1: one call per turn): counted, with where
-            examples, failure = [], json.dumps([error.kind, error.detail, source])
+        except UserError as error:  # counted, with where, in one report (unrenderable)
+            examples, failure = [], failed(error, source)
         per_conversation.append(examples)
         failures.append(failure)
     tokenized = iter(encode_examples(tokenizer, [e for examples in per_conversation for e in examples]))
@@ -168,7 +171,7 @@ def prepare_batch(batch: dict, indices: list, tokenizer, fmt: ChatFormat, cfg: d
                 )
                 stats.update(cut)
             except UserError as error:  # a window of it the template cannot render
-                examples, stats, failure = [], Counter(), json.dumps([error.kind, error.detail, source])
+                examples, stats, failure = [], Counter(), failed(error, source)
         if not examples:  # keep an empty row so that the counts survive; it is filtered out afterwards
             examples = [([], [])]
         for n, (ex_ids, ex_labels) in enumerate(examples):
@@ -241,15 +244,11 @@ def prepare_dataset(conversations, tokenizer, fmt: ChatFormat, cfg: dict, name: 
         )
     finally:
         _FORK_SHARED.pop(key, None)
-    stats = Stats()
-    for chunk in dataset.data.column("stats").chunks:  # chunk by chunk: a million rows never sit in Python lists
-        for s in chunk.filter(pc.not_equal(chunk, "{}")).to_pylist():
-            stats.update(json.loads(s))
+    lengths = pc.list_value_length(dataset.data.column("input_ids")).to_numpy()
+    stats = read_stats(dataset, lengths > 0)
     left_out = unrenderable(dataset, cfg, path or f"{name} data")
     if left_out:
         stats["conversations left out: the template cannot render them (UNRENDERABLE_CONVERSATIONS)"] = left_out
-    lengths = pc.list_value_length(dataset.data.column("input_ids")).to_numpy()
-    stats.warned = warnings(dataset, lengths > 0)
     if (lengths == 0).any():
         dataset = dataset.select((lengths > 0).nonzero()[0])
     dataset = dataset.remove_columns(["stats", "failure"])
@@ -260,26 +259,28 @@ class Stats(Counter):
     """What preparation did, counted; and `warned`: the first examples whose conversation was cut or had an
     exchange dropped (index -> what happened), for the report page."""
 
-    warned: dict = {}
+    warned: dict
 
 
-def warnings(dataset, kept, limit: int = 1000) -> dict:
-    """The first `limit` examples (indices among the rows kept) whose conversation's stats say more than the cost
-    of exactness (extra examples and tokens): cuts, truncations, dropped exchanges."""
+def read_stats(dataset, kept, limit: int = 1000) -> Stats:
+    """The conversations' stats summed, chunk by chunk (a million rows never sit in Python lists), and the first
+    `limit` examples (indices among the rows kept) whose stats say more than the cost of exactness (extra examples
+    and tokens): cuts, truncations, dropped exchanges."""
     import numpy as np
     import pyarrow.compute as pc
 
-    position = np.cumsum(kept) - 1  # a row's index once the empty rows are gone
-    out, offset = {}, 0
+    stats, position, offset = Stats(), np.cumsum(kept) - 1, 0  # a row's index once the empty rows are gone
+    stats.warned = {}
     for chunk in dataset.data.column("stats").chunks:
-        for i in pc.indices_nonzero(pc.not_equal(chunk, "{}")).to_pylist():
-            notes = {k: v for k, v in json.loads(chunk[i].as_py()).items() if not k.startswith("extra ")}
-            if notes and kept[offset + i]:
-                out[int(position[offset + i])] = "; ".join(f"{k}: {v}" for k, v in sorted(notes.items()))
-            if len(out) >= limit:
-                return out
+        mask = pc.not_equal(chunk, "{}")
+        for i, text in zip(pc.indices_nonzero(mask).to_pylist(), chunk.filter(mask).to_pylist()):
+            counts = json.loads(text)
+            stats.update(counts)
+            notes = {k: v for k, v in counts.items() if not k.startswith("extra ")}
+            if notes and kept[offset + i] and len(stats.warned) < limit:
+                stats.warned[int(position[offset + i])] = "; ".join(f"{k}: {v}" for k, v in sorted(notes.items()))
         offset += len(chunk)
-    return out
+    return stats
 
 
 def unrenderable(dataset, cfg: dict, label: str) -> int:
@@ -288,17 +289,15 @@ def unrenderable(dataset, cfg: dict, label: str) -> int:
     UNRENDERABLE_CONVERSATIONS="leave_out", their count: they are left out)."""
     import pyarrow.compute as pc
 
-    from .validation import REPORT_PLACES, data_report
+    from .validation import count_problem, data_report
 
     kinds, count = {}, 0
     for chunk in dataset.data.column("failure").chunks:
         for text in chunk.filter(pc.not_equal(chunk, "")).to_pylist():
             kind, detail, source = json.loads(text)
             count += 1
-            n, first = kinds.get(kind, (0, []))
-            if len(first) < REPORT_PLACES:
-                first = first + [source + (f" ({detail})" if detail and not first else "")]
-            kinds[kind] = (n + 1, first)
+            first_of_kind = kind not in kinds  # the first place of a kind shows where the text differs
+            count_problem(kinds, kind, source + (f" ({detail})" if detail and first_of_kind else ""))
     if count and cfg["UNRENDERABLE_CONVERSATIONS"] != "leave_out":
         raise UserError(data_report(label, kinds, "problems the chat template cannot render faithfully (set "
                                     "--unrenderable_conversations=leave_out to leave them out)", count))

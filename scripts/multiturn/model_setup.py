@@ -213,8 +213,8 @@ def load_model(cfg: dict, attn: str, bf16: bool, device_index: int, fmt: ChatFor
     if cfg["LOAD_IN_4BIT"]:
         kwargs["quantization_config"] = quantization_config(bf16)
         kwargs["device_map"] = quantized_placement(torch.cuda.is_available(), device_index)
-        log(f"weights: 4-bit NF4 with double quantisation (bitsandbytes), computed in {kwargs['dtype']}".replace(
-            "torch.", "") + ("" if torch.cuda.is_available() else ", on the CPU"))
+        log("weights: 4-bit NF4 with double quantisation (bitsandbytes), computed in "
+            + ("bfloat16" if bf16 else "float32") + ("" if torch.cuda.is_available() else ", on the CPU"))
     # A local folder is recorded by its absolute path in adapter_config.json, so that chat.py and
     # merge_adapter.py find the base from any working directory.
     name = cfg["MODEL_NAME"]

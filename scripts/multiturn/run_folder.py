@@ -155,10 +155,11 @@ def write_config(run_dir: Path, cfg: dict, defaults: dict, is_main: bool, log) -
 def write_prepared(run_dir: Path, train_set, conversations, log) -> None:
     """PREPARE_ONLY's result: prepared.jsonl, one training example per line: its input_ids and labels, and the
     conversation it comes from ("source": the data source and the conversation's index there)."""
+    sources = conversations.select_columns(["source"]).select(train_set["conversation_index"])  # read in batches
     with (run_dir / "prepared.jsonl").open("w") as f:
-        for row in train_set:
-            source = conversations[row["conversation_index"]]["source"]
-            f.write(json.dumps({"input_ids": row["input_ids"], "labels": row["labels"], "source": source}) + "\n")
+        for rows, named in zip(train_set.iter(batch_size=1000), sources.iter(batch_size=1000)):
+            for ids, labels, source in zip(rows["input_ids"], rows["labels"], named["source"]):
+                f.write(json.dumps({"input_ids": ids, "labels": labels, "source": source}) + "\n")
     log(f"wrote {run_dir / 'prepared.jsonl'} ({len(train_set)} examples); stopping before the model loads")
     shutil.rmtree(run_dir / ".prepared", ignore_errors=True)
 

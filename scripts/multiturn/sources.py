@@ -77,8 +77,8 @@ def mixed(parts: list[tuple[Data, float, list]], seed: int, held: int = 0) -> Da
         n = data.kept if indices is None else len(indices)
         picks = weighted(n, weight, f"{seed}-{k}")
         if data.conversations is not None and n:
+            whole = indices is None and weight == 1  # the source as it is: no index mapping
             chosen = picks if indices is None else [indices[i] for i in picks]
-            whole = indices is None and chosen == list(range(data.kept))
             datasets.append(data.conversations if whole else data.conversations.select(chosen))
         rows.append({"path": data.path, "weight": weight, "read": data.read, "kept": data.kept,
                      "held": data.kept - n, "taken": len(picks)})

@@ -242,10 +242,13 @@ def note_error(errors: dict, error: UserError, where: str) -> None:
     text = str(error)
     detail = text[len(where):].lstrip(",") if text.startswith(where) else text
     place, _, kind = detail.partition(": ") if detail.startswith(" message") else ("", "", detail.lstrip(": "))
+    count_problem(errors, kind, where + ("," + place if place else ""))
+
+
+def count_problem(errors: dict, kind: str, place: str) -> None:
+    """One more conversation with this kind of problem, its place kept among the first REPORT_PLACES."""
     count, first = errors.get(kind, (0, []))
-    if len(first) < REPORT_PLACES:
-        first = first + [where + ("," + place if place else "")]
-    errors[kind] = (count + 1, first)
+    errors[kind] = (count + 1, first + [place] if len(first) < REPORT_PLACES else first)
 
 
 def note_roles(roles: dict, conversation, where: str, role_map: dict) -> None:
